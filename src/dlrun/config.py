@@ -1,0 +1,257 @@
+"""Typed schemas for every config node, and the value checks a type cannot express.
+
+The YAML files in conf/ fill these dataclasses in. Hydra merges them at composition, so a misspelt
+key or a wrong type fails there, with Hydra's own message, before any work starts. `validate`
+runs right after composition and checks ranges (lr > 0, 0 <= p < 1, ...), naming key, value and
+the allowed range in one line.
+
+This module imports neither torch nor anything heavy: `dlrun --help` and `dlrun --cfg job` go
+through it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from dlrun.errors import DlrunError
+
+# ---------------------------------------------------------------------------------------------
+# Schemas. Each group option's YAML names its schema in its defaults list
+# (`- /schema/model/mlp@_here_`), so the option's keys are checked against it.
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    root: str = "data"
+    download: bool = False
+    val_fraction: float = 0.1
+    test_fraction: float = 0.0
+    normalize: bool = False
+    split_seed: int = 0
+
+
+@dataclass
+class MLPConfig:
+    name: str = "mlp"
+    hidden_sizes: list[int] = field(default_factory=lambda: [128, 256])
+    activation: str = "relu"
+    negative_slope: float = 0.01
+
+
+@dataclass
+class CNNConfig:
+    name: str = "cnn"
+    variant: str = "simple"
+    channels: list[int] = field(default_factory=lambda: [32, 64])
+    hidden_size: int = 128
+    activation: str = "relu"
+    negative_slope: float = 0.01
+
+
+@dataclass
+class RNNConfig:
+    name: str = "rnn"
+    cell: str = "lstm"
+    hidden_size: int = 128
+    num_layers: int = 1
+    bidirectional: bool = False
+    nonlinearity: str = "tanh"
+
+
+@dataclass
+class SGDConfig:
+    name: str = "sgd"
+    lr: float = 0.1
+
+
+@dataclass
+class MomentumConfig:
+    name: str = "momentum"
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = False
+
+
+@dataclass
+class AdamConfig:
+    name: str = "adam"
+    lr: float = 0.001
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+
+
+@dataclass
+class AdamWConfig(AdamConfig):
+    name: str = "adamw"
+
+
+@dataclass
+class RegularizationConfig:
+    l1: float = 0.0
+    l2: float = 0.0
+    dropout: float = 0.0
+    batchnorm: bool = False
+
+
+@dataclass
+class DeviceConfig:
+    name: str = "auto"
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    eval_batch_size: int = 1024
+    loss: str = "cross_entropy"
+    shuffle: bool = True
+    limit_train_batches: int = 0
+    limit_eval_batches: int = 0
+    precision: str = "fp32"
+    compile: bool = False
+    checkpoints: bool = True
+    plots: bool = True
+    progress: str = "auto"
+
+
+@dataclass
+class DlrunConfig:
+    seed: int = 0
+    dataset: Any = MISSING
+    model: Any = MISSING
+    optimizer: Any = MISSING
+    regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+SCHEMAS: dict[str, dict[str, type]] = {
+    "dataset": {"dataset": DatasetConfig},
+    "model": {"mlp": MLPConfig, "cnn": CNNConfig, "rnn": RNNConfig},
+    "optimizer": {"sgd": SGDConfig, "momentum": MomentumConfig, "adam": AdamConfig, "adamw": AdamWConfig},
+}
+
+
+def register_configs() -> None:
+    """Store the schemas in Hydra's ConfigStore and register dlrun's resolvers (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="dlrun_schema", node=DlrunConfig)
+    for group, options in SCHEMAS.items():
+        for name, node in options.items():
+            cs.store(group=f"schema/{group}", name=name, node=node)
+    if not OmegaConf.has_resolver("dlrun.unique_dir"):
+        OmegaConf.register_new_resolver("dlrun.unique_dir", unique_dir, use_cache=True)
+
+
+def unique_dir(path: str) -> str:
+    """Create `path`, or `path_1`, `path_2`, ... if taken, and return the one this process created.
+
+    mkdir is atomic, so processes started in the same second never share a run folder. The
+    resolver is cached per config, so every read of `hydra.run.dir` in one run sees one folder.
+    """
+    base = Path(path)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    candidate, n = base, 0
+    while True:
+        try:
+            candidate.mkdir()
+            return str(candidate)
+        except FileExistsError:
+            n += 1
+            candidate = base.with_name(f"{base.name}_{n}")
+
+
+def config_dir() -> Path:
+    """conf/ inside an installed wheel, else conf/ at the top of a source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parents[1] / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"dlrun's config tree is missing: looked in {here / 'conf'} and {here.parents[1] / 'conf'}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Value checks after composition.
+
+
+class ConfigError(DlrunError):
+    """A config value outside its allowed range; the message is one line for the user."""
+
+
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "leaky_relu", "gelu")
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.activation": ACTIVATIONS,
+    "model.variant": ("simple", "lenet5"),
+    "model.cell": ("rnn", "lstm", "gru"),
+    "model.nonlinearity": ("tanh", "relu"),
+    "trainer.loss": ("cross_entropy", "mse"),
+    "trainer.precision": ("fp32", "bf16"),
+    "trainer.progress": ("auto", "on", "off"),
+    "device.name": ("auto", "cpu", "cuda", "mps"),
+}
+# key -> (low, high, low inclusive, high inclusive); None means unbounded.
+RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    "optimizer.lr": (0.0, None, False, True),
+    "optimizer.momentum": (0.0, 1.0, True, False),
+    "optimizer.beta1": (0.0, 1.0, True, False),
+    "optimizer.beta2": (0.0, 1.0, True, False),
+    "optimizer.eps": (0.0, None, False, True),
+    "regularization.l1": (0.0, None, True, True),
+    "regularization.l2": (0.0, None, True, True),
+    "regularization.dropout": (0.0, 1.0, True, False),
+    "dataset.val_fraction": (0.0, 1.0, True, False),
+    "dataset.test_fraction": (0.0, 1.0, True, False),
+    "trainer.epochs": (1, None, True, True),
+    "trainer.batch_size": (1, None, True, True),
+    "trainer.eval_batch_size": (1, None, True, True),
+    "trainer.limit_train_batches": (0, None, True, True),
+    "trainer.limit_eval_batches": (0, None, True, True),
+    "model.hidden_size": (1, None, True, True),
+    "model.num_layers": (1, None, True, True),
+    "model.negative_slope": (0.0, None, True, True),
+}
+
+
+def _range_text(low, high, low_inc, high_inc) -> str:
+    if high is None:
+        return f"must be {'>=' if low_inc else '>'} {low}"
+    left = "[" if low_inc else "("
+    right = "]" if high_inc else ")"
+    return f"must be in {left}{low}, {high}{right}"
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the first key whose value is out of range."""
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not one of: {', '.join(allowed)}")
+    for key, (low, high, low_inc, high_inc) in RANGES.items():
+        value = OmegaConf.select(cfg, key)
+        if value is None:
+            continue
+        too_low = value < low if low_inc else value <= low
+        too_high = high is not None and (value > high if high_inc else value >= high)
+        if too_low or too_high:
+            raise ConfigError(f"{key}={value} {_range_text(low, high, low_inc, high_inc)}")
+    for key in ("model.hidden_sizes", "model.channels"):
+        sizes = OmegaConf.select(cfg, key)
+        if sizes is not None and any(s < 1 for s in sizes):
+            raise ConfigError(f"{key}={list(sizes)} must hold sizes >= 1")
+    fractions = cfg.dataset.val_fraction + cfg.dataset.test_fraction
+    if fractions >= 1.0:
+        raise ConfigError(f"dataset.val_fraction + dataset.test_fraction = {fractions:g} must be < 1")
+
+
+def data_cache_dir() -> Path:
+    """Where datasets extracted from read-only .gz files are kept ($DLRUN_CACHE or ~/.cache/dlrun)."""
+    base = os.environ.get("DLRUN_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "dlrun")
+    return Path(base)

@@ -1,0 +1,80 @@
+"""What a run shows: rich on a terminal, plain lines elsewhere, and the same text in dlrun.log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from dlrun.train import ProgressFn
+
+
+def pct(fraction: float) -> str:
+    return f"{100 * fraction:.2f}%"
+
+
+class Reporter:
+    """Prints to the terminal and appends the same text, without colours or bars, to a log file."""
+
+    def __init__(self, log_path: Path, progress: str = "auto", console: Console | None = None):
+        self.console = console or Console(highlight=False)
+        self._log_file = open(log_path, "a", encoding="utf-8")
+        self.log = Console(file=self._log_file, width=110, color_system=None, force_terminal=False,
+                           highlight=False, emoji=False)
+        self.live = progress == "on" or (progress == "auto" and self.console.is_terminal)
+
+    def print(self, *objects, **kwargs) -> None:
+        self.console.print(*objects, **kwargs)
+        self.log.print(*objects, **kwargs)
+        self._log_file.flush()
+
+    @contextmanager
+    def epoch_progress(self, epoch: int, epochs: int, steps: int) -> Iterator[ProgressFn | None]:
+        """A live bar with the running loss for one epoch, or nothing off a terminal."""
+        if not self.live:
+            yield None
+            return
+        columns = (TextColumn(f"epoch {epoch}/{epochs}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=self.console, transient=True) as bar:
+            task = bar.add_task("train", total=steps, loss="-")
+            yield lambda done, loss: bar.update(task, completed=done, loss=f"{loss:.4f}")
+
+    def epoch_line(self, epoch: int, epochs: int, train: dict, evaluation: dict | None, eval_name: str,
+                   seconds: float, best: bool) -> None:
+        width = len(str(epochs))
+        text = (f"epoch {epoch:>{width}}/{epochs}  train loss {train['loss']:.4f} acc {pct(train['acc'])}")
+        if evaluation is not None:
+            text += f"  {eval_name} loss {evaluation['loss']:.4f} acc [bold]{pct(evaluation['acc'])}[/]"
+        text += f"  {seconds:.2f} s" + ("  [green]*best[/]" if best else "")
+        self.print(text)
+
+    def final_panel(self, summary: dict, run_dir: Path) -> None:
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold")
+        grid.add_column()
+        test = summary.get("test") or {}
+        if test:
+            grid.add_row("test accuracy", f"[bold green]{pct(test['acc'])}[/]  ({test['examples']} images)")
+            grid.add_row("test loss", f"{test['loss']:.4f}")
+        best = summary.get("best") or {}
+        if best.get("val/acc") is not None:
+            grid.add_row("best val accuracy", f"{pct(best['val/acc'])} (epoch {best['epoch']})")
+        grid.add_row("epochs", f"{summary['epochs_completed']} of {summary['epochs']}")
+        grid.add_row("parameters", f"{summary['params']:,}")
+        timing = summary["timing"]
+        grid.add_row("time", f"{timing['wall_s']:.1f} s ({timing['samples_per_s']:,.0f} training samples/s on {summary['device']})")
+        grid.add_row("run folder", str(run_dir))
+        status = summary["status"]
+        color = "green" if status == "completed" else "red"
+        self.print(Panel(grid, title=f"dlrun: {summary['experiment']}", subtitle=f"[{color}]{status}[/]", expand=False))
+
+    def close(self) -> None:
+        self._log_file.close()

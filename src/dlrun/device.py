@@ -1,0 +1,44 @@
+"""Device and seed, resolved once per run; everything else takes `device` as an argument."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from dlrun.errors import DlrunError
+
+
+class DeviceError(DlrunError):
+    """The asked-for device is not on this machine; the message is one line for the user."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto picks cuda, then mps, then cpu; naming a device that is missing is an error, never a fall-back."""
+    cuda = torch.cuda.is_available()
+    mps = hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if name == "cuda" and not cuda:
+        raise DeviceError(f"device=cuda: no CUDA GPU is usable here (torch {torch.__version__}, "
+                          f"CUDA build {torch.version.cuda or 'none'}); use device=cpu or device=auto")
+    if name == "mps" and not mps:
+        raise DeviceError("device=mps: Apple's Metal GPU is not available here; use device=cpu or device=auto")
+    if name not in ("cpu", "cuda", "mps"):
+        raise DeviceError(f"unknown device {name!r}; choose one of: auto, cpu, cuda, mps")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python's and torch's generators; return the CPU generator that orders the training data."""
+    random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    return torch.Generator().manual_seed(seed)
+
+
+def describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return device.type

@@ -1,0 +1,155 @@
+"""Model builders: a closed registry of name -> builder taking flat keyword arguments.
+
+Every builder takes the input shape (C, H, W) and the number of classes from the dataset, so
+nothing is tied to 28x28 or to 10 classes, plus the regularization that lives inside a model
+(dropout probability, batch normalization on or off). No builder ever sees a DictConfig.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+
+def make_activation(name: str, negative_slope: float = 0.01) -> nn.Module:
+    """A fresh activation module by name (relu, sigmoid, tanh, leaky_relu, gelu)."""
+    if name == "leaky_relu":
+        return nn.LeakyReLU(negative_slope)
+    table: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU}
+    if name not in table:
+        raise ValueError(f"unknown activation {name!r}; choose one of: {', '.join([*table, 'leaky_relu'])}")
+    return table[name]()
+
+
+def build_mlp(
+    input_shape: Sequence[int],
+    num_classes: int,
+    *,
+    hidden_sizes: Sequence[int] = (128, 256),
+    activation: str = "relu",
+    negative_slope: float = 0.01,
+    dropout: float = 0.0,
+    batchnorm: bool = False,
+) -> nn.Module:
+    """Flatten -> [Linear -> (BatchNorm) -> activation -> (Dropout)] per hidden size -> Linear."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = math.prod(input_shape)
+    for size in hidden_sizes:
+        layers.append(nn.Linear(width, size))
+        if batchnorm:
+            layers.append(nn.BatchNorm1d(size))
+        layers.append(make_activation(activation, negative_slope))
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        width = size
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+def _conv_block(c_in: int, c_out: int, kernel: int, padding: int, act: Callable[[], nn.Module], batchnorm: bool) -> list[nn.Module]:
+    block: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel, padding=padding)]
+    if batchnorm:
+        block.append(nn.BatchNorm2d(c_out))
+    block += [act(), nn.MaxPool2d(2)]
+    return block
+
+
+def build_cnn(
+    input_shape: Sequence[int],
+    num_classes: int,
+    *,
+    variant: str = "simple",
+    channels: Sequence[int] = (32, 64),
+    hidden_size: int = 128,
+    activation: str = "relu",
+    negative_slope: float = 0.01,
+    dropout: float = 0.0,
+    batchnorm: bool = False,
+) -> nn.Module:
+    """variant=simple: a 3x3 conv + 2x2 max-pool block per entry of `channels`, then a hidden
+    Linear layer. variant=lenet5: LeNet-5 (5x5 convs with 6 and 16 filters, 120 and 84 units)."""
+    c, h, w = input_shape
+    act = lambda: make_activation(activation, negative_slope)  # noqa: E731
+    if variant == "simple":
+        if min(h, w) < 2 ** len(channels):
+            raise ValueError(f"model.channels has {len(channels)} blocks, each halving the image, too many for {h}x{w} images")
+        convs: list[nn.Module] = []
+        for c_out in channels:
+            convs += _conv_block(c, c_out, 3, 1, act, batchnorm)
+            c, h, w = c_out, h // 2, w // 2
+        hidden = [hidden_size]
+    elif variant == "lenet5":
+        if min(h, w) < 12:
+            raise ValueError(f"model.variant=lenet5 needs images of at least 12x12, got {h}x{w}; use model.variant=simple")
+        convs = _conv_block(c, 6, 5, 2, act, batchnorm) + _conv_block(6, 16, 5, 0, act, batchnorm)
+        c, h, w = 16, (h // 2 - 4) // 2, (w // 2 - 4) // 2
+        hidden = [120, 84]
+    else:
+        raise ValueError(f"unknown model.variant {variant!r}; choose one of: simple, lenet5")
+    head = build_mlp((c, h, w), num_classes, hidden_sizes=hidden, activation=activation,
+                     negative_slope=negative_slope, dropout=dropout, batchnorm=batchnorm)
+    return nn.Sequential(*convs, head)
+
+
+class RowRNN(nn.Module):
+    """Reads an image as a sequence of rows: (B, C, H, W) -> H steps of C*W features."""
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int, *, cell: str, hidden_size: int,
+                 num_layers: int, bidirectional: bool, nonlinearity: str, dropout: float, batchnorm: bool):
+        super().__init__()
+        c, _, w = input_shape
+        kinds = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+        if cell not in kinds:
+            raise ValueError(f"unknown model.cell {cell!r}; choose one of: {', '.join(kinds)}")
+        extra = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
+        self.rnn = kinds[cell](c * w, hidden_size, num_layers=num_layers, batch_first=True,
+                               bidirectional=bidirectional, dropout=dropout if num_layers > 1 else 0.0, **extra)
+        features = hidden_size * (2 if bidirectional else 1)
+        self.norm = nn.BatchNorm1d(features) if batchnorm else nn.Identity()
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.head = nn.Linear(features, num_classes)
+        self.directions = 2 if bidirectional else 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        seq = x.permute(0, 2, 1, 3).reshape(B, H, C * W)  # (batch, rows, channels * row pixels)
+        _, h_n = self.rnn(seq)
+        if isinstance(h_n, tuple):  # LSTM returns (h_n, c_n)
+            h_n = h_n[0]
+        last = h_n[-self.directions:]  # (directions, batch, hidden): the top layer's final states
+        features = last.transpose(0, 1).reshape(B, -1)  # (batch, directions * hidden)
+        return self.head(self.drop(self.norm(features)))
+
+
+def build_rnn(
+    input_shape: Sequence[int],
+    num_classes: int,
+    *,
+    cell: str = "lstm",
+    hidden_size: int = 128,
+    num_layers: int = 1,
+    bidirectional: bool = False,
+    nonlinearity: str = "tanh",
+    dropout: float = 0.0,
+    batchnorm: bool = False,
+) -> nn.Module:
+    """A plain RNN, LSTM or GRU over image rows, classifying from its last hidden state."""
+    return RowRNN(input_shape, num_classes, cell=cell, hidden_size=hidden_size, num_layers=num_layers,
+                  bidirectional=bidirectional, nonlinearity=nonlinearity, dropout=dropout, batchnorm=batchnorm)
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {"mlp": build_mlp, "cnn": build_cnn, "rnn": build_rnn}
+
+
+def build_model(name: str, input_shape: Sequence[int], num_classes: int, **kwargs) -> nn.Module:
+    """Look `name` up in MODELS and build it; an unknown name lists the valid ones."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
+    return MODELS[name](input_shape, num_classes, **kwargs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,205 @@
+"""One run: from a composed config to a finished run folder.
+
+This is the one layer that reads the DictConfig; it turns each node into plain keyword arguments
+for data.py, models.py, optim.py and train.py, then runs `fit` and writes the folder's files.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+
+from dlrun.config import validate
+from dlrun.console import Reporter
+from dlrun.data import Data, load_dataset
+from dlrun.device import describe, resolve_device, seed_everything
+from dlrun.models import build_model, count_parameters
+from dlrun.optim import build_optimizer
+from dlrun.plots import plot_confusion_matrix, plot_curves, plot_samples
+from dlrun.record import RunRecorder, command_line, git_commit, versions
+from dlrun.train import Diverged, StepSettings, evaluate, make_loss, num_batches, train_one_epoch
+
+# ---------------------------------------------------------------------------------------------
+# Config nodes -> keyword arguments.
+
+
+def model_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    kwargs = OmegaConf.to_container(cfg.model, resolve=True)
+    kwargs.pop("name")
+    return {**kwargs, "dropout": cfg.regularization.dropout, "batchnorm": cfg.regularization.batchnorm}
+
+
+def optimizer_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    kwargs = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    kwargs.pop("name")
+    return {**kwargs, "weight_decay": cfg.regularization.l2}
+
+
+def dataset_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    kwargs = OmegaConf.to_container(cfg.dataset, resolve=True)
+    kwargs.pop("name")
+    return kwargs
+
+
+def describe_experiment(cfg: DictConfig) -> str:
+    """A one-line name such as 'mlp + adam (lr 0.01) on mnist, l2 + dropout'."""
+    reg = cfg.regularization
+    switches = {"l1": reg.l1 > 0, "l2": reg.l2 > 0, "dropout": reg.dropout > 0, "batchnorm": reg.batchnorm}
+    parts = [name for name, on in switches.items() if on]
+    family = cfg.model.get("variant") or cfg.model.get("cell")  # cnn.variant / rnn.cell choose inside a family
+    model = f"{cfg.model.name} {family}" if family else cfg.model.name
+    text = f"{model} + {cfg.optimizer.name} (lr {cfg.optimizer.lr:g}) on {cfg.dataset.name}"
+    return text + (f", {' + '.join(parts)}" if parts else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# The epoch loop.
+
+
+def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: Data, *, epochs: int, train_settings: StepSettings,
+        eval_settings: StepSettings, generator: torch.Generator, recorder: RunRecorder, reporter: Reporter,
+        checkpoints: bool, compile_model: bool = False) -> dict[str, Any]:
+    """Train for `epochs`, evaluating after each; keep the best-validation weights in `model` at the end."""
+    forward = torch.compile(model) if compile_model else model
+    eval_split, eval_name = (data.val, "val") if data.val is not None else (data.test, "test")
+    steps = num_batches(len(data.train), train_settings.batch_size, train_settings.limit_batches)
+    history: list[dict] = []
+    best: dict[str, Any] = {}
+    best_state = None
+    timing = {"train_s": 0.0, "eval_s": 0.0, "epoch_s": [], "train_examples": 0}
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        with reporter.epoch_progress(epoch, epochs, steps) as progress:
+            train = train_one_epoch(forward, optimizer, data.train, train_settings, generator, progress)
+        scores = evaluate(forward, eval_split, eval_settings)
+        seconds = time.perf_counter() - start
+        timing["train_s"] += train["seconds"]
+        timing["eval_s"] += seconds - train["seconds"]
+        timing["epoch_s"].append(seconds)
+        timing["train_examples"] += train["examples"]
+        row = {"epoch": epoch, "train/loss": train["loss"], "train/acc": train["acc"],
+               f"{eval_name}/loss": scores["loss"], f"{eval_name}/acc": scores["acc"], "lr": optimizer.param_groups[0]["lr"]}
+        recorder.append_metrics(row)
+        history.append(row)
+        # Without a validation split the weights are never chosen by test accuracy: the last ones win.
+        is_best = eval_name == "test" or not best or scores["acc"] > best["val/acc"]
+        if is_best:
+            best = {"epoch": epoch} | ({"val/loss": scores["loss"], "val/acc": scores["acc"]} if eval_name == "val" else {})
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if checkpoints:
+            state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "rng": {"torch": torch.get_rng_state(), "data": generator.get_state()}, "best": best}
+            recorder.save_checkpoint("last.pt", state)
+            if is_best:
+                recorder.save_checkpoint("best.pt", {"epoch": epoch, "model": best_state, "best": best})
+        reporter.epoch_line(epoch, epochs, train, scores, eval_name, seconds, best=is_best and eval_name == "val")
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return {"history": history, "best": best, "timing": timing, "eval_name": eval_name}
+
+
+def confusion_matrix(targets: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> list[list[int]]:
+    counts = torch.bincount(targets * num_classes + predictions, minlength=num_classes * num_classes)
+    return counts.view(num_classes, num_classes).tolist()
+
+
+def sample_indices(targets: torch.Tensor, predictions: torch.Tensor, count: int = 9, mistakes: int = 3) -> list[int]:
+    """Up to `mistakes` wrong predictions and the first right ones, in test-set order."""
+    wrong = (targets != predictions).nonzero().flatten()[:mistakes].tolist()
+    right = (targets == predictions).nonzero().flatten()[: count - len(wrong)].tolist()
+    return sorted(wrong + right)
+
+
+def write_plots(recorder: RunRecorder, data: Data, history: list[dict], test: dict, title: str) -> None:
+    recorder.plot_dir.mkdir(exist_ok=True)
+    plot_curves(history, recorder.plot_dir / "curves.png", title=title)
+    targets, predictions = test["targets"], test["predictions"]
+    plot_confusion_matrix(confusion_matrix(targets, predictions, data.num_classes), data.classes,
+                          recorder.plot_dir / "confusion_matrix.png", title=f"test confusion matrix: {title}")
+    chosen = sample_indices(targets, predictions)
+    plot_samples(data.test.x[chosen].float().cpu(), targets[chosen].tolist(), predictions[chosen].tolist(), data.classes,
+                 recorder.plot_dir / "samples.png")
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole run.
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def execute(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> dict[str, Any]:
+    """Run the experiment `cfg` into `run_dir`; return the summary also written to summary.json.
+
+    summary.json says `running` from the start, and the final status (completed, diverged,
+    failed or interrupted) whatever happens, so a run folder always describes itself.
+    """
+    validate(cfg)
+    run_dir = Path(run_dir)
+    recorder = RunRecorder(run_dir)
+    reporter = Reporter(run_dir / "dlrun.log", cfg.trainer.progress, console)
+    started = time.perf_counter()
+    title = describe_experiment(cfg)
+    summary: dict[str, Any] = {"status": "running", "experiment": title, "command": command_line(), "started_at": now(),
+                               "epochs": cfg.trainer.epochs, "epochs_completed": 0, "seed": cfg.seed}
+    recorder.write_summary(summary)
+    try:
+        device = resolve_device(cfg.device.name)
+        generator = seed_everything(cfg.seed)
+        data = load_dataset(cfg.dataset.name, device=device, **dataset_kwargs(cfg))
+        model = build_model(cfg.model.name, data.input_shape, data.num_classes, **model_kwargs(cfg)).to(device)
+        optimizer = build_optimizer(cfg.optimizer.name, model, **optimizer_kwargs(cfg))
+        summary |= {"device": describe(device), "params": count_parameters(model), "versions": versions(), "git_commit": git_commit(),
+                    "data": {"name": data.name, "train": len(data.train), "val": len(data.val) if data.val else 0,
+                             "test": len(data.test), "input_shape": list(data.input_shape), "classes": data.num_classes}}
+        recorder.write_summary(summary)
+        reporter.print(f"[bold]{title}[/]  {summary['params']:,} parameters, {len(data.train)} training images, "
+                       f"device {summary['device']}")
+        loss_fn = make_loss(cfg.trainer.loss, data.num_classes)
+        trainer = cfg.trainer
+        train_settings = StepSettings(trainer.batch_size, loss_fn, cfg.regularization.l1, trainer.limit_train_batches,
+                                      trainer.shuffle, trainer.precision)
+        eval_settings = StepSettings(trainer.eval_batch_size, loss_fn, 0.0, trainer.limit_eval_batches, False, trainer.precision)
+        result = fit(model, optimizer, data, epochs=trainer.epochs, train_settings=train_settings, eval_settings=eval_settings,
+                     generator=generator, recorder=recorder, reporter=reporter, checkpoints=trainer.checkpoints,
+                     compile_model=trainer.compile)
+        test = evaluate(model, data.test, eval_settings, keep_predictions=True)
+        history, timing = result["history"], result["timing"]
+        summary |= {"status": "completed", "epochs_completed": len(history), "final": history[-1], "best": result["best"],
+                    "test": {"loss": test["loss"], "acc": test["acc"], "examples": test["examples"]},
+                    "timing": _timing(timing, started)}
+        if trainer.plots:
+            write_plots(recorder, data, history, test, title)
+    except Diverged as err:
+        summary |= {"status": "diverged", "error": str(err), "timing": _timing(None, started)}
+        raise
+    except BaseException as err:
+        summary |= {"status": "interrupted" if isinstance(err, KeyboardInterrupt) else "failed",
+                    "error": f"{type(err).__name__}: {err}".splitlines()[0] if str(err) else type(err).__name__,
+                    "timing": _timing(None, started)}
+        raise
+    finally:
+        summary["epochs_completed"] = recorder.rows
+        summary["ended_at"] = now()
+        recorder.write_summary(summary)
+        if summary["status"] == "completed":
+            reporter.final_panel(summary, run_dir)
+        reporter.close()
+    return summary
+
+
+def _timing(timing: dict | None, started: float) -> dict[str, float]:
+    wall = time.perf_counter() - started
+    if not timing or not timing["epoch_s"]:
+        return {"wall_s": wall}
+    return {"wall_s": wall, "train_s": timing["train_s"], "eval_s": timing["eval_s"],
+            "epoch_s_median": statistics.median(timing["epoch_s"]),
+            "samples_per_s": timing["train_examples"] / timing["train_s"] if timing["train_s"] else 0.0}

@@ -1,0 +1,120 @@
+"""The training loop: plain functions, read top to bottom.
+
+Data is already on the device as one tensor per split; a batch is an index into it. Losses and
+correct counts are summed as tensors on the device, and read back (one host sync) only when the
+progress bar is refreshed and at the end of the epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dlrun.data import Split
+from dlrun.optim import l1_penalty, l1_weights
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# Called with (steps done, running mean loss) every few steps, for the progress bar.
+ProgressFn = Callable[[int, float], None]
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def make_loss(name: str, num_classes: int) -> LossFn:
+    """cross_entropy on logits, or mse between the softmax and one-hot targets."""
+    if name == "cross_entropy":
+        return F.cross_entropy
+    if name == "mse":
+        return lambda logits, y: F.mse_loss(logits.softmax(dim=-1), F.one_hot(y, num_classes).to(logits.dtype))
+    raise ValueError(f"unknown loss {name!r}; choose one of: cross_entropy, mse")
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    batch_size: int
+    loss_fn: LossFn
+    l1: float = 0.0
+    limit_batches: int = 0  # 0 = every batch
+    shuffle: bool = True
+    precision: str = "fp32"  # fp32 | bf16
+
+
+def num_batches(n: int, batch_size: int, limit: int = 0) -> int:
+    steps = math.ceil(n / batch_size)
+    return min(steps, limit) if limit else steps
+
+
+def _autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Split, settings: StepSettings,
+                    generator: torch.Generator, progress: ProgressFn | None = None, refresh_every: int = 20) -> dict[str, float]:
+    """One pass over `data` in batches; returns mean loss, accuracy, examples seen and seconds."""
+    model.train()
+    device = data.x.device
+    n = len(data)
+    order = torch.randperm(n, generator=generator) if settings.shuffle else torch.arange(n)
+    order = order.to(device)
+    steps = num_batches(n, settings.batch_size, settings.limit_batches)
+    weights = l1_weights(model) if settings.l1 > 0 else []
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    start = time.perf_counter()
+    for step in range(steps):
+        idx = order[step * settings.batch_size:(step + 1) * settings.batch_size]
+        x, y = data.x[idx], data.y[idx]
+        with _autocast(device, settings.precision):
+            logits = model(x)
+            loss = settings.loss_fn(logits, y)
+        if weights:
+            loss = loss + settings.l1 * l1_penalty(weights)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.detach().argmax(dim=1) == y).sum()
+        seen += len(y)
+        if progress is not None and ((step + 1) % refresh_every == 0 or step + 1 == steps):
+            progress(step + 1, loss_sum.item() / seen)
+    mean_loss = loss_sum.item() / seen
+    if not math.isfinite(mean_loss):
+        raise Diverged(f"the training loss became {mean_loss}")
+    return {"loss": mean_loss, "acc": correct.item() / seen, "examples": seen, "seconds": time.perf_counter() - start}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Split, settings: StepSettings, keep_predictions: bool = False) -> dict:
+    """Mean loss and accuracy over `data` in large batches; optionally every prediction (on the CPU)."""
+    model.eval()
+    device = data.x.device
+    steps = num_batches(len(data), settings.batch_size, settings.limit_batches)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    predictions = []
+    seen = 0
+    for step in range(steps):
+        x = data.x[step * settings.batch_size:(step + 1) * settings.batch_size]
+        y = data.y[step * settings.batch_size:(step + 1) * settings.batch_size]
+        with _autocast(device, settings.precision):
+            logits = model(x)
+            loss_sum += settings.loss_fn(logits, y).float() * len(y)
+        pred = logits.argmax(dim=1)
+        correct += (pred == y).sum()
+        seen += len(y)
+        if keep_predictions:
+            predictions.append(pred)
+    result = {"loss": loss_sum.item() / seen, "acc": correct.item() / seen, "examples": seen}
+    if keep_predictions:
+        result["predictions"] = torch.cat(predictions).cpu()
+        result["targets"] = data.y[:seen].cpu()
+    return result
