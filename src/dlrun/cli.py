@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 # name -> "module:function" taking the remaining argv and returning an exit code
-SUBCOMMANDS: dict[str, str] = {}
+SUBCOMMANDS: dict[str, str] = {"compare": "dlrun.compare:main"}
 
 
 def task(cfg) -> dict | None:
@@ -22,7 +22,8 @@ def task(cfg) -> dict | None:
 
     from dlrun.errors import DlrunError
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         from dlrun.config import validate
 
@@ -31,7 +32,7 @@ def task(cfg) -> dict | None:
         from dlrun.train import Diverged
 
         try:
-            return execute(cfg, run_dir)
+            return execute(cfg, run_dir, overrides=list(hydra_cfg.overrides.task))
         except Diverged as err:
             print(f"dlrun: diverged: {err}; try a lower optimizer.lr (run folder: {run_dir})", file=sys.stderr)
             sys.exit(1)

@@ -54,7 +54,7 @@ class Reporter:
         if evaluation is not None:
             text += f"  {eval_name} loss {evaluation['loss']:.4f} acc [bold]{pct(evaluation['acc'])}[/]"
         text += f"  {seconds:.2f} s" + ("  [green]*best[/]" if best else "")
-        self.print(text)
+        self.print(text, soft_wrap=True)
 
     def final_panel(self, summary: dict, run_dir: Path) -> None:
         grid = Table.grid(padding=(0, 2))

@@ -136,7 +136,7 @@ def now() -> str:
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
-def execute(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> dict[str, Any]:
+def execute(cfg: DictConfig, run_dir: Path, console: Console | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     """Run the experiment `cfg` into `run_dir`; return the summary also written to summary.json.
 
     summary.json says `running` from the start, and the final status (completed, diverged,
@@ -149,7 +149,8 @@ def execute(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> d
     started = time.perf_counter()
     title = describe_experiment(cfg)
     summary: dict[str, Any] = {"status": "running", "experiment": title, "command": command_line(), "started_at": now(),
-                               "epochs": cfg.trainer.epochs, "epochs_completed": 0, "seed": cfg.seed}
+                               "epochs": cfg.trainer.epochs, "epochs_completed": 0, "seed": cfg.seed,
+                               "overrides": list(overrides or []), "config": OmegaConf.to_container(cfg, resolve=True)}
     recorder.write_summary(summary)
     try:
         device = resolve_device(cfg.device.name)
@@ -162,7 +163,7 @@ def execute(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> d
                              "test": len(data.test), "input_shape": list(data.input_shape), "classes": data.num_classes}}
         recorder.write_summary(summary)
         reporter.print(f"[bold]{title}[/]  {summary['params']:,} parameters, {len(data.train)} training images, "
-                       f"device {summary['device']}")
+                       f"device {summary['device']}", soft_wrap=True)
         loss_fn = make_loss(cfg.trainer.loss, data.num_classes)
         trainer = cfg.trainer
         train_settings = StepSettings(trainer.batch_size, loss_fn, cfg.regularization.l1, trainer.limit_train_batches,
