@@ -11,6 +11,7 @@ through it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,14 +223,29 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
 
 def _range_text(low, high, low_inc, high_inc) -> str:
     if high is None:
-        return f"must be {'>=' if low_inc else '>'} {low}"
+        return f"must be {'>=' if low_inc else '>'} {low:g}"
     left = "[" if low_inc else "("
     right = "]" if high_inc else ")"
-    return f"must be in {left}{low}, {high}{right}"
+    return f"must be in {left}{low:g}, {high:g}{right}"
+
+
+def check_keys(cfg: DictConfig) -> None:
+    """Keys added with Hydra's `+key=value` bypass the schemas' struct check: refuse any that the schema lacks."""
+    nodes = [("", cfg)] + [(f"{name}.", cfg[name]) for name in cfg if isinstance(cfg[name], DictConfig)]
+    for prefix, node in nodes:
+        schema = OmegaConf.get_type(node)
+        if not dataclasses.is_dataclass(schema):
+            continue
+        known = {f.name for f in dataclasses.fields(schema)}
+        extra = sorted(set(node.keys()) - known - {"hydra"})
+        if extra:
+            where = f"{prefix[:-1]} ({node.name})" if "name" in known and prefix else (prefix[:-1] or "the top level")
+            raise ConfigError(f"{prefix}{extra[0]} is not a key of {where}; its keys are: {', '.join(sorted(known))}")
 
 
 def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError naming the first key whose value is out of range."""
+    """Raise ConfigError naming the first unknown key or the first value out of range."""
+    check_keys(cfg)
     for key, allowed in CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if value is not None and value not in allowed:

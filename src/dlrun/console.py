@@ -59,7 +59,7 @@ class Reporter:
     def final_panel(self, summary: dict, run_dir: Path) -> None:
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="bold")
-        grid.add_column()
+        grid.add_column(overflow="fold")  # a long run folder path wraps rather than being cut
         test = summary.get("test") or {}
         if test:
             grid.add_row("test accuracy", f"[bold green]{pct(test['acc'])}[/]  ({test['examples']} images)")

@@ -1,0 +1,70 @@
+"""Shared fixtures: compose the real config in-process, and run the real CLI in-process."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
+
+from dlrun.config import config_dir, register_configs
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory, monkeypatch):
+    """Keep every test's data cache out of the user's home, and Hydra's global state clean."""
+    monkeypatch.setenv("DLRUN_CACHE", str(tmp_path_factory.getbasetemp() / "dlrun-cache"))
+    GlobalHydra.instance().clear()
+    yield
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def compose_cfg() -> Callable[..., DictConfig]:
+    """compose_cfg("model=cnn", ...) -> the composed config, as `dlrun model=cnn ...` would see it."""
+    register_configs()
+
+    def _compose(*overrides: str) -> DictConfig:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(str(config_dir()), version_base="1.3"):
+            return compose("config", overrides=list(overrides))
+
+    return _compose
+
+
+# Small and quick: a few epochs of digits, no live bar.
+QUICK = ("trainer.epochs=2", "trainer.progress=off", "trainer.plots=false")
+
+
+@pytest.fixture
+def run_dlrun(tmp_path) -> Callable[..., Path]:
+    """run_dlrun("model=cnn", ...) runs the real `dlrun` entry point in-process into a fresh folder
+    and returns that folder."""
+    from dlrun.cli import main
+
+    counter = iter(range(1000))
+
+    def _run(*overrides: str, run_dir: Path | None = None) -> Path:
+        folder = run_dir or tmp_path / f"run{next(counter)}"
+        main([*overrides, f"hydra.run.dir={folder}"])
+        return folder
+
+    return _run
+
+
+def read_summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment for a child `dlrun`: no colours or bars, no user cache."""
+    env = dict(os.environ)
+    env.update({"NO_COLOR": "1", "TERM": "dumb", "COLUMNS": "120"})
+    return env

@@ -1,0 +1,118 @@
+"""Datasets: the bundled digits, torchvision's MNIST class on generated and on real IDX files."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+from dlrun.data import IDX_FILES, DataError, load_dataset
+from tests.conftest import SHARED_DATA
+
+CPU = torch.device("cpu")
+
+
+def write_idx(path: Path, array: torch.Tensor, compress: bool) -> None:
+    """An IDX file as in the MNIST distribution: magic (0, 0, ubyte, ndim), big-endian dims, bytes."""
+    payload = bytes([0, 0, 0x08, array.dim()]) + struct.pack(f">{array.dim()}I", *array.shape) + array.numpy().tobytes()
+    if compress:
+        path = path.with_name(path.name + ".gz")
+        payload = gzip.compress(payload)
+    path.write_bytes(payload)
+
+
+def make_mnist(root: Path, folder: str = "MNIST", n_train: int = 50, n_test: int = 20, compress: bool = True) -> Path:
+    """A tiny MNIST-format data set under root/<folder>/raw: 12x12 images whose brightness encodes the label."""
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    g = torch.Generator().manual_seed(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = torch.randint(0, 10, (n,), generator=g, dtype=torch.uint8)
+        images = (labels.view(n, 1, 1) * 25).expand(n, 12, 12).contiguous()
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images, compress)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels, compress)
+    return root
+
+
+def test_digits_split_is_seeded_and_shaped_from_the_data():
+    a = load_dataset("digits", root="unused", device=CPU, val_fraction=0.1, test_fraction=0.2)
+    b = load_dataset("digits", root="unused", device=CPU, val_fraction=0.1, test_fraction=0.2)
+    assert a.input_shape == (1, 8, 8) and a.num_classes == 10
+    assert len(a.train) + len(a.val) + len(a.test) == 1797
+    assert len(a.test) == round(1797 * 0.2) and len(a.val) == round((1797 - len(a.test)) * 0.1)
+    assert torch.equal(a.val.y, b.val.y) and torch.equal(a.test.x, b.test.x)
+    assert a.train.x.dtype == torch.float32 and 0.0 <= a.train.x.min() and a.train.x.max() <= 1.0
+
+
+def test_split_seed_changes_the_split():
+    a = load_dataset("digits", root="unused", device=CPU, val_fraction=0.1, test_fraction=0.2, split_seed=0)
+    b = load_dataset("digits", root="unused", device=CPU, val_fraction=0.1, test_fraction=0.2, split_seed=1)
+    assert not torch.equal(a.test.y, b.test.y)
+
+
+@pytest.mark.parametrize("compress", [True, False], ids=["gz", "extracted"])
+def test_mnist_from_generated_idx_files_in_a_read_only_folder(tmp_path, compress):
+    root = make_mnist(tmp_path / "data", compress=compress)
+    before = sorted(root.rglob("*"))
+    for path in [root, *before]:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    try:
+        data = load_dataset("mnist", root=root, device=CPU, val_fraction=0.2)
+    finally:
+        for path in [root, *root.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    assert sorted(root.rglob("*")) == before  # nothing written beside the data, even where root could
+    assert data.input_shape == (1, 12, 12)
+    assert (len(data.train), len(data.val), len(data.test)) == (40, 10, 20)
+    assert data.classes[3] == "3 - three"
+    # brightness encodes the label: pixel = 25 * label / 255
+    assert torch.allclose(data.test.x[:, 0, 0, 0] * 255 / 25, data.test.y.float())
+
+
+def test_fashion_mnist_uses_its_own_folder_and_classes(tmp_path):
+    root = make_mnist(tmp_path, folder="FashionMNIST")
+    data = load_dataset("fashion_mnist", root=root, device=CPU, val_fraction=0.0)
+    assert data.val is None and data.classes[0] == "T-shirt/top"
+
+
+def test_missing_data_says_where_files_go_and_suggests_digits(tmp_path):
+    with pytest.raises(DataError) as info:
+        load_dataset("mnist", root=tmp_path / "nowhere", device=CPU)
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(tmp_path / "nowhere" / "MNIST" / "raw") in message and "train-images-idx3-ubyte.gz" in message
+    assert "dataset=digits" in message
+
+
+@pytest.mark.parametrize("compress", [True, False], ids=["gz", "extracted"])
+def test_truncated_file_is_refused_before_training(tmp_path, compress):
+    root = make_mnist(tmp_path, compress=compress)
+    victim = root / "MNIST" / "raw" / ("train-images-idx3-ubyte" + (".gz" if compress else ""))
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        load_dataset("mnist", root=root, device=CPU)
+
+
+def test_normalize_standardizes_with_training_statistics():
+    data = load_dataset("digits", root="unused", device=CPU, normalize=True)
+    assert abs(data.train.x.mean().item()) < 1e-4 and abs(data.train.x.std().item() - 1) < 1e-3
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "MNIST" / "raw").is_dir(), reason="the real MNIST files (../shared/data/MNIST) are absent")
+def test_real_mnist_files_from_the_read_only_shared_folder():
+    data = load_dataset("mnist", root=SHARED_DATA, device=CPU, val_fraction=0.0)
+    assert (len(data.train), len(data.test)) == (60000, 10000)
+    assert data.input_shape == (1, 28, 28)
+    assert torch.bincount(data.test.y).tolist()[:3] == [980, 1135, 1032]  # the test set's known class counts
+    assert sorted(p.name for p in (SHARED_DATA / "MNIST" / "raw").iterdir()) == sorted(f"{n}.gz" for n in IDX_FILES)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "FashionMNIST" / "raw").is_dir(), reason="the real Fashion-MNIST files are absent")
+def test_real_fashion_mnist_files():
+    data = load_dataset("fashion_mnist", root=SHARED_DATA, device=CPU, val_fraction=0.1)
+    assert (len(data.train), len(data.val), len(data.test)) == (54000, 6000, 10000)
+    assert torch.bincount(data.test.y).tolist() == [1000] * 10

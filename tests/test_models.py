@@ -1,0 +1,110 @@
+"""Every model with every regularization option, and every optimizer, on tiny data."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dlrun.config import config_dir
+from dlrun.models import MODELS, build_model, count_parameters
+from dlrun.optim import OPTIMIZERS, build_optimizer, l1_penalty, l1_weights
+from dlrun.run import model_kwargs, optimizer_kwargs
+
+# Every model family with each of its variants/cells, as the config names them.
+MODEL_CHOICES = [("mlp", {}), ("cnn", {"variant": "simple"}), ("cnn", {"variant": "lenet5"}),
+                 *[("rnn", {"cell": cell}) for cell in ("rnn", "lstm", "gru")]]
+REGULARIZATION = sorted(p.stem for p in (config_dir() / "regularization").glob("*.yaml"))
+
+
+def test_every_registered_model_is_covered():
+    assert {name for name, _ in MODEL_CHOICES} == set(MODELS)
+
+
+@pytest.mark.parametrize(("name", "extra"), MODEL_CHOICES, ids=lambda v: v if isinstance(v, str) else "-".join(map(str, v.values())))
+@pytest.mark.parametrize("regularization", REGULARIZATION)
+def test_model_with_regularization_trains_one_step(compose_cfg, name, extra, regularization):
+    overrides = [f"model={name}", f"regularization={regularization}", *[f"model.{k}={v}" for k, v in extra.items()]]
+    cfg = compose_cfg(*overrides)
+    torch.manual_seed(0)
+    model = build_model(name, (1, 16, 12), 5, **model_kwargs(cfg))  # non-square, 5 classes: nothing assumes 28x28 or 10
+    optimizer = build_optimizer(cfg.optimizer.name, model, **optimizer_kwargs(cfg))
+    x, y = torch.rand(8, 1, 16, 12), torch.randint(0, 5, (8,))
+    before = [p.detach().clone() for p in model.parameters()]
+    logits = model(x)
+    assert logits.shape == (8, 5)
+    loss = torch.nn.functional.cross_entropy(logits, y)
+    if cfg.regularization.l1 > 0:
+        loss = loss + cfg.regularization.l1 * l1_penalty(l1_weights(model))
+    loss.backward()
+    optimizer.step()
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
+    kinds = {type(m).__name__ for m in model.modules()}
+    assert ("Dropout" in kinds) == (cfg.regularization.dropout > 0)
+    assert any(k.startswith("BatchNorm") for k in kinds) == cfg.regularization.batchnorm
+
+
+def test_mlp_default_is_the_tutorial_network():
+    model = build_model("mlp", (1, 28, 28), 10)
+    shapes = [tuple(p.shape) for p in model.parameters()]
+    assert shapes == [(128, 784), (128,), (256, 128), (256,), (10, 256), (10,)]
+    assert count_parameters(model) == 784 * 128 + 128 + 128 * 256 + 256 + 256 * 10 + 10
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh", "leaky_relu", "gelu"])
+def test_activation_is_used(activation):
+    model = build_model("mlp", (1, 4, 4), 3, activation=activation, negative_slope=0.2)
+    expected = {"relu": "ReLU", "sigmoid": "Sigmoid", "tanh": "Tanh", "leaky_relu": "LeakyReLU", "gelu": "GELU"}[activation]
+    assert sum(type(m).__name__ == expected for m in model.modules()) == 2
+    if activation == "leaky_relu":
+        assert next(m for m in model.modules() if isinstance(m, torch.nn.LeakyReLU)).negative_slope == 0.2
+
+
+def test_lenet5_refuses_images_too_small_with_a_clear_message():
+    with pytest.raises(ValueError, match="lenet5 needs images of at least 12x12, got 8x8"):
+        build_model("cnn", (1, 8, 8), 10, variant="lenet5")
+
+
+def test_unknown_model_lists_the_registry():
+    with pytest.raises(ValueError, match="choose one of: mlp, cnn, rnn"):
+        build_model("transformer", (1, 8, 8), 10)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_every_optimizer_reduces_a_simple_loss(compose_cfg, name):
+    cfg = compose_cfg(f"optimizer={name}")
+    torch.manual_seed(0)
+    model = build_model("mlp", (1, 4, 4), 3, hidden_sizes=[16])
+    optimizer = build_optimizer(name, model, **optimizer_kwargs(cfg))
+    x, y = torch.rand(64, 1, 4, 4), torch.randint(0, 3, (64,))
+    first = None
+    for _ in range(30):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        first = first if first is not None else loss.item()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < first
+
+
+def test_l2_decays_weights_but_not_biases_or_norm_parameters():
+    model = build_model("mlp", (1, 4, 4), 3, hidden_sizes=[8], batchnorm=True)
+    optimizer = build_optimizer("sgd", model, lr=0.1, weight_decay=0.5)
+    decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    for p in model.parameters():
+        assert (id(p) in decayed) == (p.dim() >= 2)
+    # With zero gradients, a decayed weight shrinks by lr * wd and a bias stays put.
+    weight, bias = model[1].weight, model[1].bias
+    w0, b0 = weight.detach().clone(), bias.detach().clone()
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    assert torch.allclose(weight, w0 * (1 - 0.1 * 0.5))
+    assert torch.equal(bias, b0)
+
+
+def test_momentum_options_reach_torch():
+    model = build_model("mlp", (1, 4, 4), 3)
+    optimizer = build_optimizer("momentum", model, lr=0.05, momentum=0.8, nesterov=True)
+    group = optimizer.param_groups[0]
+    assert (group["lr"], group["momentum"], group["nesterov"]) == (0.05, 0.8, True)
