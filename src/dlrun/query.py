@@ -1,0 +1,220 @@
+"""Asking about runs by KEY: which keys differ, filter, sort and fold runs into groups.
+
+Plain functions over runs.Run, shared by `dlrun compare` and the sweep summary. A KEY is a config
+key (`optimizer.lr`), an override key (`optimizer`), a metric (`val/acc`) or a field (`status`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dlrun.runs import ALIASES, FIELDS, METRICS, Run, natural_key, text
+
+# ---------------------------------------------------------------------------------------------
+# Keys: which ones differ, and what a user's KEY means.
+
+
+# Keys that change what a run shows or where it reads from, never its numbers: not worth a column.
+QUIET_KEYS = frozenset({"trainer.progress", "trainer.plots", "trainer.checkpoints", "dataset.root", "dataset.download"})
+
+
+def differing_keys(runs: Sequence[Run]) -> list[str]:
+    """Config keys whose values are not the same in every run, in config order (QUIET_KEYS aside).
+
+    A key that only comes with a differing group choice is left out: comparing sgd with adam,
+    `optimizer.beta1` is absent from the sgd runs and the same in every adam run, so the
+    `optimizer` column already says it. A key absent from some runs and differing where present
+    stays.
+    """
+    keys = [k for k in dict.fromkeys(k for run in runs for k in run.config) if k not in QUIET_KEYS]
+    differing = [k for k in keys if len({text(r.config.get(k, _ABSENT)) for r in runs}) > 1]
+    groups = {k[: -len(".name")] for k in differing if k.endswith(".name")}
+
+    def implied(key: str) -> bool:
+        present = {text(r.config[key]) for r in runs if key in r.config}
+        return len(present) == 1 and key.split(".")[0] in groups and not key.endswith(".name")
+
+    return [k for k in differing if not implied(k)]
+
+
+def varying_overrides(runs: Sequence[Run]) -> list[str]:
+    """Override keys (`optimizer`, `seed`) whose values are not the same in every run, in the order given."""
+    keys = list(dict.fromkeys(k for run in runs for k in run.overrides))
+    return [k for k in keys if len({run.overrides.get(k, _ABSENT) for run in runs}) > 1]
+
+
+_ABSENT = "\0absent"
+
+
+def resolve_key(key: str, runs: Sequence[Run]) -> str:
+    """A user's KEY as a run knows it: `time` -> `time_s`, a group name `optimizer` -> `optimizer.name`.
+
+    Raises KeyError with a one-line message naming the closest known keys.
+    """
+    key = ALIASES.get(key, key)
+    if key in FIELDS or key in METRICS:
+        return key
+    known = {k for run in runs for k in (*run.config, *run.overrides)}
+    for candidate in (key, f"{key}.name"):
+        if candidate in known:
+            return candidate
+    close = difflib.get_close_matches(key, sorted(known | set(METRICS) | set(FIELDS)), n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise KeyError(f"unknown key {key!r}{hint}")
+
+
+def higher_is_better(key: str) -> bool:
+    """Accuracies sort best (highest) first; losses, times, config values and names ascend."""
+    return key.endswith("/acc")
+
+
+# ---------------------------------------------------------------------------------------------
+# Filter.
+
+_CONDITION = re.compile(r"^\s*([^=!<>]+?)\s*(==|!=|>=|<=|=|>|<)\s*(.*)$")
+
+
+def parse_condition(condition: str) -> tuple[str, str, str]:
+    """'optimizer.lr<=0.01' -> ('optimizer.lr', '<=', '0.01'). Raises ValueError."""
+    match = _CONDITION.match(condition)
+    if not match:
+        raise ValueError(f"--filter {condition!r} is not KEY=VALUE (or KEY!=, KEY<, KEY<=, KEY>, KEY>=)")
+    key, op, value = match.groups()
+    return key, "=" if op == "==" else op, value
+
+
+def number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _alternatives(value: str) -> list[str]:
+    """'sgd,adam' -> ['sgd', 'adam']; commas inside [..] belong to a list value."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(value):
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(value[start:i])
+            start = i + 1
+    return [*parts, value[start:]]
+
+
+def _equal(actual: Any, wanted: str) -> bool:
+    a, w = number(actual), number(wanted)
+    if a is not None and w is not None:
+        return math.isclose(a, w, rel_tol=1e-9) or a == w
+    return text(actual).replace(" ", "") == wanted.replace(" ", "")
+
+
+def matches(actual: Any, op: str, wanted: str) -> bool:
+    """Does a run's value satisfy `op wanted`? Numbers compare as numbers (0.01 = 1e-2), the rest as text."""
+    if op in ("=", "!="):
+        hit = any(_equal(actual, w.strip()) for w in _alternatives(wanted))
+        return hit if op == "=" else not hit
+    a, w = number(actual), number(wanted)
+    if a is None or w is None:
+        return False
+    return {"<": a < w, "<=": a <= w, ">": a > w, ">=": a >= w}[op]
+
+
+def filter_runs(runs: Sequence[Run], conditions: Sequence[tuple[str, str, str]]) -> list[Run]:
+    """The runs meeting every (resolved key, op, value) condition."""
+    return [run for run in runs if all(matches(run.get(k), op, v) for k, op, v in conditions)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Groups and sort.
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean and sample standard deviation (n - 1; None for a single value) of one metric over n runs."""
+
+    mean: float
+    std: float | None
+    n: int
+
+
+def stat(values: Sequence[float]) -> Stat | None:
+    if not values:
+        return None
+    return Stat(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None, len(values))
+
+
+@dataclass
+class Group:
+    """Runs sharing every value of `values` (the shown keys that were not folded)."""
+
+    values: dict[str, Any]
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return " ".join(run.id for run in self.runs)
+
+    def get(self, key: str) -> Any:
+        if key in self.values:
+            return self.values[key]
+        if key == "status":  # 'completed', or '2 completed, 1 failed' when they differ
+            counts = {s: sum(r.status == s for r in self.runs) for s in dict.fromkeys(r.status for r in self.runs)}
+            return next(iter(counts)) if len(counts) == 1 else ", ".join(f"{n} {s}" for s, n in counts.items())
+        if key == "n":
+            return len(self.runs)
+        if key == "run":
+            return self.id
+        values = [v for v in (run.get(key) for run in self.runs) if number(v) is not None]
+        return stat([float(v) for v in values])
+
+
+def folded(key: str, by: Sequence[str]) -> bool:
+    """Is `key` folded by a --group-by key? `optimizer.name` folds all of `optimizer.*`."""
+    for b in by:
+        prefix = b[: -len(".name")] if b.endswith(".name") else b
+        if key == b or key == prefix or key.startswith(prefix + "."):
+            return True
+    return False
+
+
+def group_runs(runs: Sequence[Run], keys: Sequence[str], by: Sequence[str]) -> tuple[list[Group], list[str]]:
+    """Fold runs that share every key of `keys` except the `by` ones; return the groups and the kept keys."""
+    kept = [k for k in keys if not folded(k, by)]
+    groups: dict[tuple, Group] = {}
+    for run in runs:
+        identity = tuple(text(run.get(k)) for k in kept)
+        groups.setdefault(identity, Group({k: run.get(k) for k in kept})).runs.append(run)
+    return list(groups.values()), kept
+
+
+def sort_items(items: Sequence[Any], key: str, reverse: bool = False) -> list[Any]:
+    """Runs or groups ordered by `key` (best first for accuracies); those without a value go last."""
+    def value(item: Any) -> tuple:
+        v = item.get(key)
+        v = v.mean if isinstance(v, Stat) else v
+        n = number(v)
+        return (0, n, "") if n is not None else (1, 0, text(v))
+
+    ordered = sorted(items, key=lambda item: natural_key(item.id))
+    present = [i for i in ordered if item_has(i, key)]
+    missing = [i for i in ordered if not item_has(i, key)]
+    return sorted(present, key=value, reverse=higher_is_better(key) != reverse) + missing
+
+
+def item_has(item: Any, key: str) -> bool:
+    return item.get(key) not in (None, "")
+
+
+def default_metric(runs: Sequence[Run]) -> str:
+    """val/acc, or test/acc when no run has a validation split."""
+    return "val/acc" if any("val/acc" in r.metrics for r in runs) else "test/acc"
