@@ -1,0 +1,87 @@
+"""The summary of a sweep (`dlrun -m ...`), printed and written into the sweep folder when it ends.
+
+Hydra calls `SweepSummary.on_multirun_end` once, in the process that launched the jobs, after the
+last one returned (with any launcher: basic, joblib, submitit). It reads the job folders the way
+`dlrun compare` does and draws them with the same functions: one table row per job with the
+overrides that vary as columns, best job first; when the sweep repeats seeds, the same table
+folded over seed as mean ± std (n); then sweep_summary.csv, sweep_summary.md and sweep_curves.png.
+
+Enable it in conf/config.yaml:
+
+    hydra:
+      callbacks:
+        sweep_summary:
+          _target_: dlrun.sweep.SweepSummary
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from rich.console import Console
+
+from dlrun import report
+from dlrun.curves import plot_curves
+from dlrun.query import default_metric, group_runs, sort_items, varying_overrides
+from dlrun.runs import find_runs
+
+
+class SweepSummary(Callback):
+    """Hydra callback: summarize the sweep's jobs when the sweep ends."""
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        summarize_sweep(sweep_folder(config))
+
+
+def sweep_folder(config: Any) -> Path:
+    """The sweep's folder, from the config Hydra hands to on_multirun_end.
+
+    hydra.sweep.dir is `${dlrun.unique_dir:multirun/...}`, a cached resolver: the sweeper resolved
+    it on this same config object to create the folder, so reading it again returns that folder
+    and creates none.
+    """
+    return Path(str(config.hydra.sweep.dir))
+
+
+def summarize_sweep(sweep_dir: Path | str, console: Console | None = None) -> dict[str, Path]:
+    """Print the job table (and the seed-folded one) and write the three summary files; return their paths."""
+    sweep_dir = Path(sweep_dir)
+    console = console or report.table_console()
+    notes: list[str] = []
+    runs = find_runs([sweep_dir], notes)
+    if not runs:
+        print(f"dlrun: no job folders with results in {sweep_dir}; no sweep summary written", file=sys.stderr)
+        return {}
+    keys = varying_overrides(runs)
+    metric = default_metric(runs)
+    jobs = sort_items(runs, metric)
+    title = f"sweep {sweep_dir}: {len(runs)} job{'s' if len(runs) != 1 else ''}"
+    caption = report.caption(runs, metric)
+    tables = [(title, jobs, keys)]
+    if "seed" in keys:
+        groups, kept = group_runs(runs, keys, ["seed"])
+        tables.append(("the same sweep, mean ± std (n) over seed", sort_items(groups, metric), kept))
+    for note in notes:
+        print(note, file=sys.stderr)
+    for i, (heading, items, columns) in enumerate(tables):
+        last = i == len(tables) - 1
+        console.print(report.render_table(items, columns, metric=metric, sort=metric, title=heading,
+                                          caption=caption if last else "", width=console.width))
+    for line in report.errors(jobs):
+        console.print(line, markup=False, style="dim")
+
+    paths = {"csv": sweep_dir / "sweep_summary.csv", "md": sweep_dir / "sweep_summary.md", "png": sweep_dir / "sweep_curves.png"}
+    with open(paths["csv"], "w", newline="", encoding="utf-8") as f:
+        report.write_csv(jobs, keys, f)
+    md = io.StringIO()
+    for heading, items, columns in tables:
+        report.write_md(items, columns, md, metric=metric, sort=metric, title=heading)
+        md.write("\n")
+    paths["md"].write_text(md.getvalue() + caption + "\n", encoding="utf-8")
+    plot_curves(jobs, metric, paths["png"], keys, title=title)
+    console.print(f"sweep summary: {paths['csv']}, {paths['md'].name}, {paths['png'].name}", markup=False, soft_wrap=True)
+    return paths
