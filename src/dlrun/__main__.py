@@ -1,6 +1,8 @@
 """`python -m dlrun ...` is the same as `dlrun ...`."""
 
+import sys
+
 from dlrun.cli import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -4,64 +4,162 @@
 command line is a Hydra app: overrides, -m sweeps, --cfg, --info, shell completion and launcher
 plugins all work as Hydra documents them. Nothing heavy is imported here, so `dlrun --help` and
 `dlrun --cfg job` stay fast; torch is imported when a run starts.
+
+Errors a user can fix are reported as one line (`dlrun: error: ...`, exit code 2); Hydra's own
+composition errors keep Hydra's message; a traceback is shown only with HYDRA_FULL_ERROR=1.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 
 # name -> "module:function" taking the remaining argv and returning an exit code
 SUBCOMMANDS: dict[str, str] = {"compare": "dlrun.compare:main"}
 
+EXIT_USAGE = 2  # a bad value, missing data or device, a run that cannot be resumed
+EXIT_FAILED = 1  # the run failed or diverged
+
 
 def task(cfg) -> dict | None:
-    """Hydra's task function: one run into the folder Hydra made for it."""
-    from hydra.core.hydra_config import HydraConfig
+    """Hydra's task function: one run into the folder Hydra made for it.
 
-    from dlrun.errors import DlrunError
+    In a sweep (-m) a failing job is recorded in its folder and reported, and the sweep goes on;
+    the sweep's exit code is non-zero at the end. A single run exits with its own code.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from dlrun.signals import Interrupted, stop_on_signals
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    overrides = list(hydra_cfg.overrides.task)
     try:
-        from dlrun.config import validate
-
-        validate(cfg)  # before importing torch: a bad value is reported in a fraction of a second
-        from dlrun.run import execute
-        from dlrun.train import Diverged
-
-        try:
-            return execute(cfg, run_dir, overrides=list(hydra_cfg.overrides.task))
-        except Diverged as err:
-            print(f"dlrun: diverged: {err}; try a lower optimizer.lr (run folder: {run_dir})", file=sys.stderr)
-            sys.exit(1)
-    except DlrunError as err:
-        print(f"dlrun: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        with stop_on_signals() as stop:
+            return _run(cfg, run_dir, overrides, stop)
+    except Interrupted as err:
+        print(f"dlrun: interrupted; the finished epochs are in {run_dir}", file=sys.stderr)
+        sys.exit(err.exit_code)
     except KeyboardInterrupt:
         print(f"dlrun: interrupted; the finished epochs are in {run_dir}", file=sys.stderr)
         sys.exit(130)
+    except Exception as err:  # noqa: BLE001  every failure is reported in one line, then decided below
+        code, message = _describe_failure(err, run_dir)
+        print(message, file=sys.stderr)
+        _record_failure(run_dir, err, cfg, overrides)
+        if os.environ.get("DLRUN_TRACEBACK") == "1":
+            raise
+        if in_sweep:
+            return {"status": "failed", "error": message}
+        sys.exit(code)
 
 
-def run_hydra(argv: list[str]) -> None:
+def _run(cfg, run_dir: Path, overrides: list[str], stop) -> dict:
+    from omegaconf import OmegaConf
+
+    from dlrun.config import validate
+    from dlrun.resume import merge_for_resume, resume_folder, saved_config
+
+    validate(cfg)  # before importing torch: a bad value is reported in a fraction of a second
+    folder = resume_folder(cfg.resume, run_dir)
+    if folder is not None:
+        saved = saved_config(folder)
+        merged = merge_for_resume(saved, OmegaConf.to_container(cfg, resolve=True), overrides)
+        merged["resume"] = cfg.resume
+        summary = _read_summary(folder)
+        if cfg.resume == "auto" and summary.get("status") == "completed" and summary.get("epochs_completed") == merged["trainer"]["epochs"]:
+            print(f"dlrun: {folder} already completed; kept as it is (resume=auto)", file=sys.stderr)
+            return summary
+        cfg = OmegaConf.create(merged)
+        overrides = summary.get("overrides", overrides)
+    from dlrun.run import execute
+
+    return execute(cfg, run_dir, overrides=overrides, resume=folder is not None, stop=stop)
+
+
+def _read_summary(folder: Path) -> dict:
+    import json
+
+    try:
+        return json.loads((folder / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _describe_failure(err: Exception, run_dir: Path) -> tuple[int, str]:
+    from dlrun.errors import DlrunError
+
+    if isinstance(err, DlrunError):
+        return EXIT_USAGE, f"dlrun: error: {err}"
+    if type(err).__name__ == "Diverged":
+        return EXIT_FAILED, f"dlrun: diverged: {err}; try a lower optimizer.lr (run folder: {run_dir})"
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return EXIT_FAILED, f"dlrun: failed: {type(err).__name__}: {text} (run folder: {run_dir}; DLRUN_TRACEBACK=1 shows the traceback)"
+
+
+def _record_failure(run_dir: Path, err: Exception, cfg, overrides: list[str]) -> None:
+    """A job that failed before its run started (a bad value, say) still leaves a summary.json."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from dlrun.record import write_json
+
+    path = run_dir / "summary.json"
+    try:
+        if path.is_file() and json.loads(path.read_text()).get("status") in ("failed", "diverged"):
+            return  # the run wrote its own
+        config = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # noqa: BLE001  a broken file or config must not hide the original error
+        config = None
+    write_json(path, {"status": "failed", "error": str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__,
+                      "epochs": None, "epochs_completed": 0, "overrides": overrides, "config": config})
+
+
+def run_hydra(argv: list[str]) -> int:
     import hydra
+    from hydra.errors import CompactHydraException
+    from omegaconf.errors import OmegaConfBaseException
 
     from dlrun.config import config_dir, register_configs
+    from dlrun.errors import DlrunError
 
     register_configs()
-    saved = sys.argv
+    show_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    saved_argv, saved_env = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
     sys.argv = ["dlrun", *argv]
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors outside the task reach this function, which reports them
     try:
         hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(task)()
+    except (CompactHydraException, OmegaConfBaseException, DlrunError, OSError) as err:
+        if show_traceback:
+            raise
+        cause = err.__cause__
+        if isinstance(err, CompactHydraException):  # Hydra's composition errors: Hydra's own message
+            print(str(err) + (f"\n{cause}" if isinstance(cause, OmegaConfBaseException) else ""), file=sys.stderr)
+            return 1
+        if isinstance(err, OSError):
+            print(f"dlrun: error: cannot create the run folder: {err}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"dlrun: error: {cause if isinstance(cause, (DlrunError, OSError)) else err}".splitlines()[0], file=sys.stderr)
+        return EXIT_USAGE
     finally:
-        sys.argv = saved
+        sys.argv = saved_argv
+        if saved_env is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved_env
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The exit code of `dlrun ARGV...` (a run or sweep may also end the process with sys.exit)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
         module, function = SUBCOMMANDS[argv[0]].split(":")
         return getattr(importlib.import_module(module), function)(argv[1:])
-    run_hydra(argv)
-    return 0
+    return run_hydra(argv)

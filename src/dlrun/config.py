@@ -126,6 +126,7 @@ class TrainerConfig:
 @dataclass
 class DlrunConfig:
     seed: int = 0
+    resume: str = ""
     dataset: Any = MISSING
     model: Any = MISSING
     optimizer: Any = MISSING
@@ -150,6 +151,8 @@ def register_configs() -> None:
             cs.store(group=f"schema/{group}", name=name, node=node)
     if not OmegaConf.has_resolver("dlrun.unique_dir"):
         OmegaConf.register_new_resolver("dlrun.unique_dir", unique_dir, use_cache=True)
+        OmegaConf.register_new_resolver("dlrun.run_dir", run_dir, use_cache=True)
+        OmegaConf.register_new_resolver("dlrun.hydra_subdir", hydra_subdir)
 
 
 def unique_dir(path: str) -> str:
@@ -168,6 +171,18 @@ def unique_dir(path: str) -> str:
         except FileExistsError:
             n += 1
             candidate = base.with_name(f"{base.name}_{n}")
+
+
+def run_dir(resume: str, default: str) -> str:
+    """A single run's folder: the folder being resumed (resume=PATH), else a new unique one."""
+    if resume and resume != "auto":
+        return resume
+    return unique_dir(default)
+
+
+def hydra_subdir(resume: str) -> str | None:
+    """Hydra's .hydra/ for a new run; none when resuming a folder, so its original config stays."""
+    return None if resume and resume != "auto" else ".hydra"
 
 
 def config_dir() -> Path:

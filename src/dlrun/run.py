@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,13 @@ from dlrun.config import validate
 from dlrun.console import Reporter
 from dlrun.data import Data, load_dataset
 from dlrun.device import describe, resolve_device, seed_everything
+from dlrun.errors import DlrunError
 from dlrun.models import build_model, count_parameters
 from dlrun.optim import build_optimizer
 from dlrun.plots import plot_confusion_matrix, plot_curves, plot_samples
 from dlrun.record import RunRecorder, command_line, git_commit, versions
+from dlrun.resume import ResumeError, check_same_model, load_checkpoint, read_metrics
+from dlrun.signals import Interrupted, StopRequest
 from dlrun.train import Diverged, StepSettings, evaluate, make_loss, num_batches, train_one_epoch
 
 # ---------------------------------------------------------------------------------------------
@@ -63,23 +67,34 @@ def describe_experiment(cfg: DictConfig) -> str:
 # The epoch loop.
 
 
+@dataclass
+class Progress:
+    """Where a run stands after some epochs: restored from last.pt when a run is resumed."""
+
+    epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=dict)
+    best_state: dict[str, torch.Tensor] | None = None
+
+
 def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: Data, *, epochs: int, train_settings: StepSettings,
         eval_settings: StepSettings, generator: torch.Generator, recorder: RunRecorder, reporter: Reporter,
-        checkpoints: bool, compile_model: bool = False) -> dict[str, Any]:
-    """Train for `epochs`, evaluating after each; keep the best-validation weights in `model` at the end."""
+        checkpoints: bool, compile_model: bool = False, start: Progress | None = None,
+        stop: StopRequest | None = None) -> dict[str, Any]:
+    """Train up to `epochs`, evaluating after each; keep the best-validation weights in `model` at the end."""
     forward = torch.compile(model) if compile_model else model
     eval_split, eval_name = (data.val, "val") if data.val is not None else (data.test, "test")
     steps = num_batches(len(data.train), train_settings.batch_size, train_settings.limit_batches)
-    history: list[dict] = []
-    best: dict[str, Any] = {}
-    best_state = None
+    state = start or Progress()
     timing = {"train_s": 0.0, "eval_s": 0.0, "epoch_s": [], "train_examples": 0}
-    for epoch in range(1, epochs + 1):
-        start = time.perf_counter()
+    for epoch in range(state.epoch + 1, epochs + 1):
+        start_time = time.perf_counter()
         with reporter.epoch_progress(epoch, epochs, steps) as progress:
-            train = train_one_epoch(forward, optimizer, data.train, train_settings, generator, progress)
+            train = train_one_epoch(forward, optimizer, data.train, train_settings, generator, _stoppable(progress, stop))
+        if stop is not None:
+            stop.check()  # a stop asked for during the last steps: this epoch is not recorded
         scores = evaluate(forward, eval_split, eval_settings)
-        seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start_time
         timing["train_s"] += train["seconds"]
         timing["eval_s"] += seconds - train["seconds"]
         timing["epoch_s"].append(seconds)
@@ -87,22 +102,61 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: Data, *,
         row = {"epoch": epoch, "train/loss": train["loss"], "train/acc": train["acc"],
                f"{eval_name}/loss": scores["loss"], f"{eval_name}/acc": scores["acc"], "lr": optimizer.param_groups[0]["lr"]}
         recorder.append_metrics(row)
-        history.append(row)
+        state.history.append(row)
+        state.epoch = epoch
         # Without a validation split the weights are never chosen by test accuracy: the last ones win.
-        is_best = eval_name == "test" or not best or scores["acc"] > best["val/acc"]
+        is_best = eval_name == "test" or not state.best or scores["acc"] > state.best["val/acc"]
         if is_best:
-            best = {"epoch": epoch} | ({"val/loss": scores["loss"], "val/acc": scores["acc"]} if eval_name == "val" else {})
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            state.best = {"epoch": epoch} | ({"val/loss": scores["loss"], "val/acc": scores["acc"]} if eval_name == "val" else {})
+            state.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if checkpoints:
-            state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "rng": {"torch": torch.get_rng_state(), "data": generator.get_state()}, "best": best}
-            recorder.save_checkpoint("last.pt", state)
             if is_best:
-                recorder.save_checkpoint("best.pt", {"epoch": epoch, "model": best_state, "best": best})
+                recorder.save_checkpoint("best.pt", {"epoch": epoch, "model": state.best_state, "best": state.best})
+            recorder.save_checkpoint("last.pt", {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                                 "rng": rng_state(generator), "best": state.best})
         reporter.epoch_line(epoch, epochs, train, scores, eval_name, seconds, best=is_best and eval_name == "val")
+    if state.best_state is not None:
+        model.load_state_dict(state.best_state)
+    return {"history": state.history, "best": state.best, "timing": timing, "eval_name": eval_name}
+
+
+def _stoppable(progress, stop: StopRequest | None):
+    """The progress callback, also the safe point where a requested stop takes effect."""
+    if stop is None:
+        return progress
+
+    def report(done: int, loss: float) -> None:
+        stop.check()
+        if progress is not None:
+            progress(done, loss)
+
+    return report
+
+
+def rng_state(generator: torch.Generator) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "data": generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore(model: torch.nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator, run_dir: Path) -> Progress:
+    """Load last.pt (and best.pt's weights) into the run; cut metrics.csv back to the checkpoint."""
+    path = run_dir / "checkpoints" / "last.pt"
+    checkpoint = load_checkpoint(path)
+    check_same_model(model.state_dict(), checkpoint["model"], path)
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    torch.set_rng_state(checkpoint["rng"]["torch"])
+    generator.set_state(checkpoint["rng"]["data"])
+    if "cuda" in checkpoint["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+    best_path = run_dir / "checkpoints" / "best.pt"
+    best_state = load_checkpoint(best_path)["model"] if best_path.is_file() else None
     if best_state is not None:
-        model.load_state_dict(best_state)
-    return {"history": history, "best": best, "timing": timing, "eval_name": eval_name}
+        best_state = {k: v.to(next(iter(model.state_dict().values())).device) for k, v in best_state.items()}
+    return Progress(epoch=checkpoint["epoch"], history=read_metrics(run_dir, checkpoint["epoch"]), best=checkpoint["best"],
+                    best_state=best_state)
 
 
 def confusion_matrix(targets: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> list[list[int]]:
@@ -136,8 +190,10 @@ def now() -> str:
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
-def execute(cfg: DictConfig, run_dir: Path, console: Console | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Run the experiment `cfg` into `run_dir`; return the summary also written to summary.json.
+def execute(cfg: DictConfig, run_dir: Path, *, console: Console | None = None, overrides: list[str] | None = None,
+            resume: bool = False, stop: StopRequest | None = None) -> dict[str, Any]:
+    """Run the experiment `cfg` into `run_dir` (continuing its last.pt when `resume`); return the
+    summary also written to summary.json.
 
     summary.json says `running` from the start, and the final status (completed, diverged,
     failed or interrupted) whatever happens, so a run folder always describes itself.
@@ -145,6 +201,8 @@ def execute(cfg: DictConfig, run_dir: Path, console: Console | None = None, over
     validate(cfg)
     run_dir = Path(run_dir)
     recorder = RunRecorder(run_dir)
+    if not resume:
+        recorder.metrics_path.unlink(missing_ok=True)  # a fresh run in a reused sweep folder starts a fresh file
     reporter = Reporter(run_dir / "dlrun.log", cfg.trainer.progress, console)
     started = time.perf_counter()
     title = describe_experiment(cfg)
@@ -152,18 +210,24 @@ def execute(cfg: DictConfig, run_dir: Path, console: Console | None = None, over
                                "epochs": cfg.trainer.epochs, "epochs_completed": 0, "seed": cfg.seed,
                                "overrides": list(overrides or []), "config": OmegaConf.to_container(cfg, resolve=True)}
     recorder.write_summary(summary)
+    progress = Progress()
     try:
         device = resolve_device(cfg.device.name)
         generator = seed_everything(cfg.seed)
         data = load_dataset(cfg.dataset.name, device=device, **dataset_kwargs(cfg))
         model = build_model(cfg.model.name, data.input_shape, data.num_classes, **model_kwargs(cfg)).to(device)
         optimizer = build_optimizer(cfg.optimizer.name, model, **optimizer_kwargs(cfg))
+        if resume:
+            progress = restore(model, optimizer, generator, run_dir)
+            if progress.epoch > cfg.trainer.epochs:
+                raise ResumeError(f"trainer.epochs={cfg.trainer.epochs} is below the {progress.epoch} epochs this run has finished")
+            summary["resumed_from_epoch"] = progress.epoch
         summary |= {"device": describe(device), "params": count_parameters(model), "versions": versions(), "git_commit": git_commit(),
                     "data": {"name": data.name, "train": len(data.train), "val": len(data.val) if data.val else 0,
                              "test": len(data.test), "input_shape": list(data.input_shape), "classes": data.num_classes}}
         recorder.write_summary(summary)
         reporter.print(f"[bold]{title}[/]  {summary['params']:,} parameters, {len(data.train)} training images, "
-                       f"device {summary['device']}", soft_wrap=True)
+                       f"device {summary['device']}" + (f"; resuming after epoch {progress.epoch}" if resume else ""), soft_wrap=True)
         loss_fn = make_loss(cfg.trainer.loss, data.num_classes)
         trainer = cfg.trainer
         train_settings = StepSettings(trainer.batch_size, loss_fn, cfg.regularization.l1, trainer.limit_train_batches,
@@ -171,30 +235,37 @@ def execute(cfg: DictConfig, run_dir: Path, console: Console | None = None, over
         eval_settings = StepSettings(trainer.eval_batch_size, loss_fn, 0.0, trainer.limit_eval_batches, False, trainer.precision)
         result = fit(model, optimizer, data, epochs=trainer.epochs, train_settings=train_settings, eval_settings=eval_settings,
                      generator=generator, recorder=recorder, reporter=reporter, checkpoints=trainer.checkpoints,
-                     compile_model=trainer.compile)
+                     compile_model=trainer.compile, start=progress, stop=stop)
         test = evaluate(model, data.test, eval_settings, keep_predictions=True)
-        history, timing = result["history"], result["timing"]
-        summary |= {"status": "completed", "epochs_completed": len(history), "final": history[-1], "best": result["best"],
+        history = result["history"]
+        summary |= {"status": "completed", "final": history[-1], "best": result["best"],
                     "test": {"loss": test["loss"], "acc": test["acc"], "examples": test["examples"]},
-                    "timing": _timing(timing, started)}
+                    "timing": _timing(result["timing"], started)}
         if trainer.plots:
             write_plots(recorder, data, history, test, title)
     except Diverged as err:
         summary |= {"status": "diverged", "error": str(err), "timing": _timing(None, started)}
         raise
     except BaseException as err:
-        summary |= {"status": "interrupted" if isinstance(err, KeyboardInterrupt) else "failed",
-                    "error": f"{type(err).__name__}: {err}".splitlines()[0] if str(err) else type(err).__name__,
-                    "timing": _timing(None, started)}
+        interrupted = isinstance(err, (KeyboardInterrupt, Interrupted))
+        summary |= {"status": "interrupted" if interrupted else "failed", "error": one_line(err), "timing": _timing(None, started)}
         raise
     finally:
-        summary["epochs_completed"] = recorder.rows
+        summary["epochs_completed"] = progress.epoch
         summary["ended_at"] = now()
         recorder.write_summary(summary)
         if summary["status"] == "completed":
             reporter.final_panel(summary, run_dir)
         reporter.close()
     return summary
+
+
+def one_line(err: BaseException) -> str:
+    """An error as one line: its type and the first line of its message."""
+    text = str(err).strip()
+    if isinstance(err, DlrunError):
+        return text.splitlines()[0] if text else type(err).__name__
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 
 
 def _timing(timing: dict | None, started: float) -> dict[str, float]:

@@ -1,0 +1,61 @@
+"""Ctrl-C and SIGTERM: the first asks the run to stop at the next safe point, the second stops it at once.
+
+Either way the run folder stays valid: metrics.csv holds the finished epochs, checkpoints/last.pt
+the last finished epoch (it is only ever replaced whole), and summary.json says `interrupted`.
+The process then exits with 128 + the signal's number: 130 for Ctrl-C, 143 for SIGTERM.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class Interrupted(BaseException):
+    """Raised at a safe point after SIGINT or SIGTERM (a BaseException, like KeyboardInterrupt)."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+class StopRequest:
+    """Call it to learn whether a stop was asked for; `check()` raises Interrupted if so."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise Interrupted(self.signum)
+
+    def handle(self, signum: int, frame) -> None:
+        if self.signum is not None:  # the second signal: stop now
+            raise Interrupted(signum)
+        self.signum = signum
+        print(f"\ndlrun: {signal.Signals(signum).name}: stopping after this step (again to stop at once)", file=sys.stderr)
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[StopRequest]:
+    """Install the handlers for the duration of a run (main thread only; elsewhere a no-op)."""
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+    previous = {s: signal.signal(s, request.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield request
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
