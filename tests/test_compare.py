@@ -75,11 +75,11 @@ def test_table_shows_the_runs_values_and_statuses(lr_sweep, capsys, monkeypatch)
 
 
 def test_narrow_terminal_keeps_numbers_whole(lr_sweep, capsys, monkeypatch):
-    monkeypatch.setenv("COLUMNS", "60")
+    monkeypatch.setenv("COLUMNS", "64")
     code, out, _ = run_compare(capsys, lr_sweep)
     rows = [line.split() for line in out.splitlines() if "completed" in line]
     assert code == 0 and rows[0][:5] == ["2", "2", "0.01", "completed", "2/3"] and rows[0][5:] == ["97.00%", "96.00%"]
-    assert "time, test/loss left out to fit 60 columns" in " ".join(out.split())
+    assert "time, test/loss left out to fit 64 columns" in " ".join(out.split())
 
 
 # ---------------------------------------------------------------------------------------------

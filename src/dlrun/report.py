@@ -14,11 +14,9 @@ import os
 from collections.abc import Sequence
 from typing import IO, Any
 
-from rich import box
-from rich.console import Console, RenderableType
-from rich.console import Group as Lines
-from rich.table import Table
-from rich.text import Text
+from rich.cells import cell_len
+from rich.console import Console
+from rich.text import Span, Text
 
 from dlrun.query import Group, Stat, higher_is_better
 from dlrun.runs import METRICS, Run, text
@@ -114,49 +112,91 @@ def raw_row(item: Run | Group, keys: Sequence[str]) -> dict[str, Any]:
 # Writers.
 
 
-def render_table(items: Sequence[Run | Group], keys: Sequence[str], *, metric: str, sort: str, title: str = "",
-                 caption: str = "", width: int = 120) -> RenderableType:
-    """A rich table fitted to `width` characters; the --metric column is underlined, its best value bold green.
+def print_table(console: Console, items: Sequence[Run | Group], keys: Sequence[str], *, metric: str, sort: str,
+                title: str = "", caption: str = "") -> None:
+    """The table, its lines cut at the console's edge, then the caption, wrapped."""
+    table, note = render_table(items, keys, metric=metric, sort=sort, title=title, width=console.width)
+    console.print(table, no_wrap=True, overflow="ellipsis", crop=True)
+    caption = "; ".join(part for part in (caption, note) if part)
+    if caption:
+        console.print(caption, style="dim", markup=False)
 
-    When the natural widths do not fit, dotted headers break at their dots, run ids lose their
-    leading characters (the job number at the end is what tells runs apart), and then the time and
-    test/loss columns are left out, saying so under the table. Past that, rich squeezes the rest.
+
+def render_table(items: Sequence[Run | Group], keys: Sequence[str], *, metric: str, sort: str, title: str = "",
+                 width: int = 120) -> tuple[Text, str]:
+    """The table as rich Text fitted to `width` characters (title, header, a rule, one line per item),
+    and a note naming the columns left out to fit, if any.
+
+    The --metric column's header is underlined and its best value bold green; statuses are
+    coloured. When the natural widths do not fit, dotted headers break at their dots, run ids lose
+    their leading characters (the job number at the end is what tells runs apart), and then the
+    time and test/loss columns are left out, saying so under the table; past that, lines are cut
+    at the terminal's edge. Laid out by hand rather than with rich.table.Table, which takes over a
+    second for a thousand rows.
     """
     columns = human_columns(items, keys, metric, sort)
     cells = [[epochs_cell(item) if c == "epochs" else human(c, item_value(item, c)) for c in columns] for item in items]
     headers = [header(c) + (" ▼" if c == sort and higher_is_better(sort) else " ▲" if c == sort else "") for c in columns]
     headers, run_width, dropped = _fit(columns, headers, cells, width, keep={metric, sort})
-    if dropped:
-        caption += f"{'; ' if caption else ''}{', '.join(header(c) for c in dropped)} left out to fit {width} columns"
-    table = Table(pad_edge=False, box=box.SIMPLE_HEAD, show_edge=False, collapse_padding=True)
+    note = f"{', '.join(header(c) for c in dropped)} left out to fit {width} columns" if dropped else ""
+    if "run" in columns:
+        i = columns.index("run")
+        for row in cells:
+            row[i] = row[i] if cell_len(row[i]) <= run_width else "…" + row[i][len(row[i]) - run_width + 1:]
     shown = [i for i, c in enumerate(columns) if c not in dropped]
-    numeric = {*METRICS, "epochs", "n"}
-    for i in shown:
-        table.add_column(Text(headers[i], style="bold underline" if columns[i] == metric else "bold"), no_wrap=True,
-                         justify="right" if columns[i] in numeric else "left")
+    widths = {i: max([cell_len(line) for line in headers[i].split("\n")] + [cell_len(row[i]) for row in cells]) for i in shown}
+    right = {i for i in shown if columns[i] in {*METRICS, "epochs", "n"}}
+
+    parts: list[str] = []  # the table's characters, joined once at the end
+    spans: list[Span] = []  # (start, end, style) over those characters
+    at = 0
+
+    def put(text: str, style: str = "") -> None:
+        nonlocal at
+        parts.append(text)
+        if style and text:
+            spans.append(Span(at, at + len(text), style))
+        at += len(text)
+
+    def cell(j: int, i: int, value: str, style: str) -> None:
+        pad = " " * (widths[i] - cell_len(value))
+        put(("  " if j else "") + (pad if i in right else ""))
+        put(value, style)
+        if i not in right and j < len(shown) - 1:
+            put(pad)
+
+    if title:
+        put(title, "bold")
+        put("\n")
+    height = max(len(headers[i].split("\n")) for i in shown)
+    for k in range(height):  # headers sit on the rule; shorter ones are padded from the top
+        for j, i in enumerate(shown):
+            lines = headers[i].split("\n")
+            part = lines[k - height + len(lines)] if k >= height - len(lines) else ""
+            cell(j, i, part, "bold underline" if columns[i] == metric else "bold")
+        put("\n")
+    put("─" * (sum(widths.values()) + 2 * (len(shown) - 1)), "dim")
     best = _best(items, metric)
     for item, row in zip(items, cells, strict=True):
-        styled = []
-        for i in shown:
-            column, cell = columns[i], row[i]
-            if column == "run" and len(cell) > run_width:
-                cell = "…" + cell[len(cell) - run_width + 1:]
-            text_ = Text(cell)
+        put("\n")
+        for j, i in enumerate(shown):
+            column, style = columns[i], ""
             if column == "status":
-                text_.stylize(STATUS_STYLE.get(cell.split(", ")[0].split(" ")[-1], ""))
+                style = STATUS_STYLE.get(row[i].split(", ")[0].split(" ")[-1], "")
             elif column == metric and best is not None and item_value(item, column) == best:
-                text_.stylize("bold green")
-            styled.append(text_)
-        table.add_row(*styled)
-    # Title and caption as lines of their own: a table's own would wrap at the table's width.
-    return Lines(*([Text(title, style="bold")] if title else []), table, *([Text(caption, style="dim")] if caption else []))
+                style = "bold green"
+            cell(j, i, row[i], style)
+    out = Text("".join(parts), spans=spans)
+    return out, note
 
 
 def _fit(columns: list[str], headers: list[str], cells: list[list[str]], width: int,
          keep: set[str]) -> tuple[list[str], int, list[str]]:
     """Headers broken into lines where that saves room, the width left for run ids, and the columns dropped."""
+    cell_width = [max((cell_len(row[i]) for row in cells), default=0) for i in range(len(columns))]
+
     def widest(i: int) -> int:
-        return max([len(line) for line in headers[i].split("\n")] + [len(row[i]) for row in cells])
+        return max([cell_len(line) for line in headers[i].split("\n")] + [cell_width[i]])
 
     dropped: list[str] = []
 
@@ -243,7 +283,7 @@ def write(fmt: str, out: IO[str], items: Sequence[Run | Group], keys: Sequence[s
         write_md(items, keys, out, metric=metric, sort=sort, title=title)
     else:
         console = console or table_console(out)
-        console.print(render_table(items, keys, metric=metric, sort=sort, title=title, caption=caption, width=console.width))
+        print_table(console, items, keys, metric=metric, sort=sort, title=title, caption=caption)
         for line in errors(items):
             console.print(line, highlight=False, markup=False, style="dim")
 

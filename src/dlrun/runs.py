@@ -187,19 +187,18 @@ def load_run(path: Path | str) -> Run:
 # Many folders.
 
 
-def _walk(path: Path) -> Iterator[Path]:
+def _walk(path: str) -> Iterator[str]:
     """Run folders at or under `path`, not looking inside a run folder nor into hidden folders."""
     try:
         entries = list(os.scandir(path))
     except (NotADirectoryError, PermissionError):
         return
-    names = [e.name for e in entries]
-    if is_run_dir(path, names):
+    if is_run_dir(Path(path), [e.name for e in entries]):
         yield path
         return
     for entry in sorted(entries, key=lambda e: natural_key(e.name)):
         if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
-            yield from _walk(Path(entry.path))
+            yield from _walk(entry.path)
 
 
 def natural_key(name: str) -> tuple:
@@ -223,11 +222,12 @@ def find_runs(paths: Iterable[Path | str], notes: list[str] | None = None) -> li
         if not given.exists():
             raise FileNotFoundError(f"{given}: no such file or folder")
         start = given.parent if given.is_file() and given.name in ("summary.json", "metrics.csv") else given
-        folders = list(_walk(start)) if start.is_dir() else []
+        # Resolved once here: below it the walk follows no links, so each folder has one name.
+        folders = list(_walk(str(start.resolve()))) if start.is_dir() else []
         if not folders:
             notes.append(f"skipped: {given} holds no dlrun run")
         for folder in folders:
-            found.setdefault(folder.resolve(), None)
+            found.setdefault(Path(folder), None)
     runs = []
     for folder in found:
         try:

@@ -69,8 +69,7 @@ def summarize_sweep(sweep_dir: Path | str, console: Console | None = None) -> di
         print(note, file=sys.stderr)
     for i, (heading, items, columns) in enumerate(tables):
         last = i == len(tables) - 1
-        console.print(report.render_table(items, columns, metric=metric, sort=metric, title=heading,
-                                          caption=caption if last else "", width=console.width))
+        report.print_table(console, items, columns, metric=metric, sort=metric, title=heading, caption=caption if last else "")
     for line in report.errors(jobs):
         console.print(line, markup=False, style="dim")
 
