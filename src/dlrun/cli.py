@@ -103,16 +103,14 @@ def _describe_failure(err: Exception, run_dir: Path) -> tuple[int, str]:
 
 def _record_failure(run_dir: Path, err: Exception, cfg, overrides: list[str]) -> None:
     """A job that failed before its run started (a bad value, say) still leaves a summary.json."""
-    import json
-
     from omegaconf import OmegaConf
 
     from dlrun.record import write_json
 
     path = run_dir / "summary.json"
+    if path.exists():
+        return  # the run wrote its own, or it is a folder that a refused resume must leave as it was
     try:
-        if path.is_file() and json.loads(path.read_text()).get("status") in ("failed", "diverged"):
-            return  # the run wrote its own
         config = OmegaConf.to_container(cfg, resolve=True)
     except Exception:  # noqa: BLE001  a broken file or config must not hide the original error
         config = None

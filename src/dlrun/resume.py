@@ -102,11 +102,14 @@ def merge_for_resume(saved: dict[str, Any], wanted: dict[str, Any], overrides: l
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """torch.load with weights_only=True: tensors and plain containers only, never code."""
     import pickle
+    import warnings
 
     import torch
 
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a foreign pickle also draws a protocol warning: the error below says enough
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if "Weights only load failed" in str(err):
@@ -119,16 +122,16 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 def check_same_model(model_state: dict, checkpoint_state: dict, path: Path) -> None:
     """Name the first parameter that the checkpoint lacks, has extra, or holds in another shape."""
+    for key, value in model_state.items():
+        if key in checkpoint_state and tuple(value.shape) != tuple(checkpoint_state[key].shape):
+            raise ResumeError(f"{path} is from another model: {key} is {tuple(checkpoint_state[key].shape)} there "
+                              f"and {tuple(value.shape)} here")
     missing = sorted(set(model_state) - set(checkpoint_state))
     extra = sorted(set(checkpoint_state) - set(model_state))
     if missing or extra:
         detail = (f"the model has {missing[0]} which the checkpoint lacks" if missing
                   else f"the checkpoint has {extra[0]} which the model lacks")
         raise ResumeError(f"{path} is from another model: {detail}")
-    for key, value in model_state.items():
-        if tuple(value.shape) != tuple(checkpoint_state[key].shape):
-            raise ResumeError(f"{path} is from another model: {key} is {tuple(checkpoint_state[key].shape)} there "
-                              f"and {tuple(value.shape)} here")
 
 
 def read_metrics(folder: Path, epochs: int) -> list[dict[str, Any]]:

@@ -90,7 +90,10 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: Data, *,
     for epoch in range(state.epoch + 1, epochs + 1):
         start_time = time.perf_counter()
         with reporter.epoch_progress(epoch, epochs, steps) as progress:
-            train = train_one_epoch(forward, optimizer, data.train, train_settings, generator, _stoppable(progress, stop))
+            try:
+                train = train_one_epoch(forward, optimizer, data.train, train_settings, generator, _stoppable(progress, stop))
+            except Diverged as err:
+                raise Diverged(f"{err} in epoch {epoch}") from None
         if stop is not None:
             stop.check()  # a stop asked for during the last steps: this epoch is not recorded
         scores = evaluate(forward, eval_split, eval_settings)
@@ -209,7 +212,10 @@ def execute(cfg: DictConfig, run_dir: Path, *, console: Console | None = None, o
     summary: dict[str, Any] = {"status": "running", "experiment": title, "command": command_line(), "started_at": now(),
                                "epochs": cfg.trainer.epochs, "epochs_completed": 0, "seed": cfg.seed,
                                "overrides": list(overrides or []), "config": OmegaConf.to_container(cfg, resolve=True)}
-    recorder.write_summary(summary)
+    # A resumed folder keeps its summary until its checkpoint has loaded: a refused resume changes nothing.
+    touched = not resume
+    if touched:
+        recorder.write_summary(summary)
     progress = Progress()
     try:
         device = resolve_device(cfg.device.name)
@@ -222,6 +228,7 @@ def execute(cfg: DictConfig, run_dir: Path, *, console: Console | None = None, o
             if progress.epoch > cfg.trainer.epochs:
                 raise ResumeError(f"trainer.epochs={cfg.trainer.epochs} is below the {progress.epoch} epochs this run has finished")
             summary["resumed_from_epoch"] = progress.epoch
+            touched = True
         summary |= {"device": describe(device), "params": count_parameters(model), "versions": versions(), "git_commit": git_commit(),
                     "data": {"name": data.name, "train": len(data.train), "val": len(data.val) if data.val else 0,
                              "test": len(data.test), "input_shape": list(data.input_shape), "classes": data.num_classes}}
@@ -253,7 +260,8 @@ def execute(cfg: DictConfig, run_dir: Path, *, console: Console | None = None, o
     finally:
         summary["epochs_completed"] = progress.epoch
         summary["ended_at"] = now()
-        recorder.write_summary(summary)
+        if touched:
+            recorder.write_summary(summary)
         if summary["status"] == "completed":
             reporter.final_panel(summary, run_dir)
         reporter.close()

@@ -1,0 +1,186 @@
+"""Nothing lost: bad input, interrupts, hard kills, divergence, resume and safe loading."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import QUICK, read_summary, subprocess_env
+
+DLRUN = [sys.executable, "-m", "dlrun"]
+
+
+def metrics_rows(run_dir: Path) -> list[list[str]]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return list(csv.reader(f))[1:]
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([*DLRUN, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=subprocess_env())
+
+
+def wait_for_epochs(run_dir: Path, epochs: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (run_dir / "metrics.csv").is_file() and len(metrics_rows(run_dir)) >= epochs:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError(f"no {epochs} epochs in {run_dir} after {timeout} s")
+
+
+# A run long enough to be caught mid-way: many short epochs of digits.
+LONG = ["trainer.epochs=2000", "trainer.plots=false", "trainer.batch_size=16"]
+
+
+@pytest.mark.parametrize(("signals", "code"), [([signal.SIGINT], 130), ([signal.SIGTERM], 143), ([signal.SIGINT, signal.SIGINT], 130)],
+                         ids=["ctrl-c", "sigterm", "ctrl-c-twice"])
+def test_interrupt_leaves_a_valid_folder_and_exit_code(tmp_path, signals, code):
+    run_dir = tmp_path / "run"
+    proc = start([*LONG, f"hydra.run.dir={run_dir}"], tmp_path)
+    wait_for_epochs(run_dir, 2, proc)
+    for sig in signals:
+        proc.send_signal(sig)
+        time.sleep(0.01)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and "interrupted" in err
+    summary = read_summary(run_dir)
+    rows = metrics_rows(run_dir)
+    assert summary["status"] == "interrupted"
+    assert summary["epochs_completed"] == len(rows) >= 2
+    last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert last["epoch"] == len(rows)
+
+
+def test_kill_9_keeps_every_finished_epoch_whole(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = start([*LONG, f"hydra.run.dir={run_dir}"], tmp_path)
+    wait_for_epochs(run_dir, 3, proc)
+    proc.kill()
+    proc.communicate(timeout=60)
+    rows = metrics_rows(run_dir)
+    assert len(rows) >= 3 and all(len(r) == 6 for r in rows)  # no half rows
+    assert [int(r[0]) for r in rows] == list(range(1, len(rows) + 1))
+    assert read_summary(run_dir)["status"] == "running"
+    last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)  # complete: the old one or the new one
+    assert last["epoch"] in (len(rows) - 1, len(rows))
+
+
+def test_resume_after_an_interrupt_equals_an_uninterrupted_run(run_dlrun, tmp_path):
+    extra = ("regularization=[dropout]", "seed=5")
+    whole = run_dlrun(*QUICK, *extra, "trainer.epochs=5")
+    part = run_dlrun(*QUICK, *extra, "trainer.epochs=3")
+    run_dlrun(f"resume={part}", "trainer.epochs=5", run_dir=part)
+    assert (part / "metrics.csv").read_bytes() == (whole / "metrics.csv").read_bytes()
+    summary = read_summary(part)
+    assert summary["status"] == "completed" and summary["epochs_completed"] == 5 and summary["resumed_from_epoch"] == 3
+    assert summary["test"] == read_summary(whole)["test"]
+
+
+def test_resume_drops_rows_past_the_checkpoint(run_dlrun):
+    """A kill between writing an epoch's row and its checkpoint leaves one row too many: it is redone."""
+    whole = run_dlrun(*QUICK, "trainer.epochs=3")
+    part = run_dlrun(*QUICK, "trainer.epochs=2")
+    with open(part / "metrics.csv", "a") as f:
+        f.write("3,9.9,0.1,9.9,0.1,0.001\n")
+    run_dlrun(f"resume={part}", "trainer.epochs=3", run_dir=part)
+    assert (part / "metrics.csv").read_bytes() == (whole / "metrics.csv").read_bytes()
+
+
+def test_resume_refuses_an_override_that_changes_the_experiment(run_dlrun, capsys):
+    part = run_dlrun(*QUICK)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        run_dlrun(f"resume={part}", "optimizer.lr=0.5", run_dir=part)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dlrun: error: resume: the run was made with optimizer.lr=0.001 and this command asks for 0.5")
+    assert read_summary(part)["status"] == "completed"  # the refused command changed nothing
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "foreign-pickle", "other-model", "no-folder"])
+def test_resume_refuses_a_bad_checkpoint_with_one_line(run_dlrun, tmp_path, capsys, damage):
+    part = run_dlrun(*QUICK)
+    last = part / "checkpoints" / "last.pt"
+    marker = tmp_path / "executed"
+    target = part
+    if damage == "missing":
+        last.unlink()
+        expected = "holds no checkpoints/last.pt"
+    elif damage == "truncated":
+        last.write_bytes(last.read_bytes()[:1000])
+        expected = "is truncated or corrupt"
+    elif damage == "foreign-pickle":
+        class Exploit:
+            def __reduce__(self):
+                return (os.system, (f"touch {marker}",))
+        last.write_bytes(pickle.dumps(Exploit()))
+        expected = "is not a dlrun checkpoint"
+    elif damage == "other-model":
+        other = run_dlrun(*QUICK, "model.hidden_sizes=[32]")
+        shutil.copy(other / "checkpoints" / "last.pt", last)
+        expected = "is from another model: 1.weight is (32, 64) there and (128, 64) here"
+    else:
+        target = tmp_path / "no-such-run"
+        expected = "no such run folder"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        run_dlrun(f"resume={target}", run_dir=target if target.exists() else None)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dlrun: error: ") and expected in err and "\n" not in err
+    assert not marker.exists()  # the pickle's code never ran
+    if target.exists():
+        assert read_summary(target)["status"] == "completed"  # the run's own record is untouched
+
+
+def test_divergence_stops_the_run_with_its_own_status(run_dlrun, tmp_path, capsys):
+    run_dir = tmp_path / "diverging"
+    with pytest.raises(SystemExit) as info:
+        run_dlrun(*QUICK, "optimizer=sgd", "optimizer.lr=1e12", "trainer.epochs=3", run_dir=run_dir)
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert "dlrun: diverged:" in err and "epoch 1" in err and "lower optimizer.lr" in err
+    summary = read_summary(run_dir)
+    assert summary["status"] == "diverged" and summary["epochs_completed"] == 0
+
+
+def test_unwritable_output_folder_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = subprocess.run([*DLRUN, f"hydra.run.dir={blocker}/run"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("dlrun: error: cannot create the run folder") and "Traceback" not in result.stderr
+
+
+def test_misspelt_key_is_hydras_message_without_a_traceback(tmp_path):
+    result = subprocess.run([*DLRUN, "optimizer.lrr=0.1"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "Could not override 'optimizer.lrr'" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_concurrent_runs_in_the_same_second_get_their_own_folders(tmp_path):
+    procs = [start(["debug=fast", "trainer.plots=false"], tmp_path) for _ in range(3)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    runs = sorted((tmp_path / "outputs").glob("*/*"))
+    assert len(runs) == 3
+    for run in runs:
+        summary = read_summary(run)
+        assert summary["status"] == "completed" and len(metrics_rows(run)) == 1
+        assert json.loads(json.dumps(summary))["epochs_completed"] == 1
