@@ -306,3 +306,12 @@ def test_keys_that_cannot_change_a_result_are_not_columns(tmp_path):
     make_run(tmp_path / "a", set={"trainer.progress": "off", "trainer.plots": False})
     make_run(tmp_path / "b", set={"optimizer.lr": 0.01})
     assert differing_keys(find_runs([tmp_path])) == ["optimizer.lr"]
+
+
+def test_an_unset_key_added_later_does_not_split_runs(tmp_path):
+    make_run(tmp_path / "old")
+    make_run(tmp_path / "new", set={"resume": "", "optimizer.lr": 0.01})
+    make_run(tmp_path / "newer", set={"resume": None, "optimizer.lr": 0.1})
+    assert differing_keys(find_runs([tmp_path])) == ["optimizer.lr"]
+    make_run(tmp_path / "resumed", set={"resume": "outputs/x"})
+    assert differing_keys(find_runs([tmp_path])) == ["optimizer.lr", "resume"]

@@ -33,14 +33,20 @@ def differing_keys(runs: Sequence[Run]) -> list[str]:
     stays.
     """
     keys = [k for k in dict.fromkeys(k for run in runs for k in run.config) if k not in QUIET_KEYS]
-    differing = [k for k in keys if len({text(r.config.get(k, _ABSENT)) for r in runs}) > 1]
+    differing = [k for k in keys if len({_setting(r.config.get(k)) for r in runs}) > 1]
     groups = {k[: -len(".name")] for k in differing if k.endswith(".name")}
 
     def implied(key: str) -> bool:
-        present = {text(r.config[key]) for r in runs if key in r.config}
+        present = {_setting(r.config.get(key)) for r in runs} - {""}
         return len(present) == 1 and key.split(".")[0] in groups and not key.endswith(".name")
 
     return [k for k in differing if not implied(k)]
+
+
+def _setting(value: Any) -> str:
+    """A value's text, with absent, null and "" all read as unset: a key added later with such a
+    default (`resume: ""`) does not split the runs made before it from those made after."""
+    return "" if value is None or value == "" else text(value)
 
 
 def varying_overrides(runs: Sequence[Run]) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from collections.abc import Sequence
 from typing import IO, Any
 
@@ -190,6 +191,25 @@ def render_table(items: Sequence[Run | Group], keys: Sequence[str], *, metric: s
     return out, note
 
 
+def wrap_header(head: str, width: int) -> str:
+    """'optimizer.lr' -> 'optimizer.' / 'lr'; 'trainer.limit_train_batches' -> 'trainer.limit_' / 'train_batches'.
+
+    Breaks after dots, underscores and spaces, into lines about half the header's length, or the
+    values' `width` if wider; a sort arrow stays with the last word.
+    """
+    arrow = ""
+    if head.endswith((" ▼", " ▲")):
+        head, arrow = head[:-2], head[-2:]
+    words = re.findall(r"[^._ ]+(?:[._]|\s+)?", head) or [head]
+    target = max(width, max(len(w.rstrip()) for w in words), -(-len(head) // 2))
+    lines = [""]
+    for word in words:
+        if lines[-1] and len((lines[-1] + word).rstrip()) > target:
+            lines.append("")
+        lines[-1] += word
+    return "\n".join(line.rstrip() for line in lines) + arrow
+
+
 def _fit(columns: list[str], headers: list[str], cells: list[list[str]], width: int,
          keep: set[str]) -> tuple[list[str], int, list[str]]:
     """Headers broken into lines where that saves room, the width left for run ids, and the columns dropped."""
@@ -204,13 +224,12 @@ def _fit(columns: list[str], headers: list[str], cells: list[list[str]], width: 
         shown = [i for i, c in enumerate(columns) if c not in dropped]
         return sum(widest(i) for i in shown) + 2 * (len(shown) - 1)
 
-    for i, (column, head) in enumerate(zip(columns, headers, strict=True)):
+    # Break the headers that are widest beyond their values first.
+    for i in sorted(range(len(columns)), key=lambda i: cell_width[i] - cell_len(headers[i])):
         if total() <= width:
             break
-        if "." in head and column != "run":  # optimizer.lr -> optimizer. / lr
-            headers[i] = head.replace(".", ".\n")
-        elif " " in head and column != "run":  # best val/acc -> best / val/acc
-            headers[i] = head.replace(" ", "\n", 1)
+        if columns[i] != "run":
+            headers[i] = wrap_header(headers[i], cell_width[i])
     run = columns.index("run") if "run" in columns else None
     floor = min(12, widest(run)) if run is not None else 0  # '…25-09-11/3': still tells runs apart
     for column in ("time_s", "test/loss"):
