@@ -315,3 +315,11 @@ def test_an_unset_key_added_later_does_not_split_runs(tmp_path):
     assert differing_keys(find_runs([tmp_path])) == ["optimizer.lr"]
     make_run(tmp_path / "resumed", set={"resume": "outputs/x"})
     assert differing_keys(find_runs([tmp_path])) == ["optimizer.lr", "resume"]
+
+
+def test_a_torn_last_metrics_line_is_dropped(tmp_path):
+    folder = make_run(tmp_path / "a", status="running", epochs=5, val_acc=[0.3, 0.6])
+    with open(folder / "metrics.csv", "a") as f:
+        f.write("3,0.2,0.5")  # the process died while writing epoch 3
+    run = load_run(folder)
+    assert run.epochs_done == 2 and run.metrics["val/acc"] == 0.6

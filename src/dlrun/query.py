@@ -50,12 +50,13 @@ def _setting(value: Any) -> str:
 
 
 def varying_overrides(runs: Sequence[Run]) -> list[str]:
-    """Override keys (`optimizer`, `seed`) whose values are not the same in every run, in the order given."""
+    """Override keys (`optimizer`, `seed`) whose values are not the same in every run, in the order given.
+
+    Here an absent key differs from any value: a job without `optimizer=...` ran the default.
+    """
+    absent = object()
     keys = list(dict.fromkeys(k for run in runs for k in run.overrides))
-    return [k for k in keys if len({run.overrides.get(k, _ABSENT) for run in runs}) > 1]
-
-
-_ABSENT = "\0absent"
+    return [k for k in keys if len({run.overrides.get(k, absent) for run in runs}) > 1]
 
 
 def resolve_key(key: str, runs: Sequence[Run]) -> str:
@@ -198,7 +199,7 @@ def group_runs(runs: Sequence[Run], keys: Sequence[str], by: Sequence[str]) -> t
     kept = [k for k in keys if not folded(k, by)]
     groups: dict[tuple, Group] = {}
     for run in runs:
-        identity = tuple(text(run.get(k)) for k in kept)
+        identity = tuple(_setting(run.get(k)) for k in kept)
         groups.setdefault(identity, Group({k: run.get(k) for k in kept})).runs.append(run)
     return list(groups.values()), kept
 

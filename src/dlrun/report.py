@@ -1,7 +1,7 @@
-"""Drawing a comparison: a rich table, csv, json, a markdown table, and overlaid learning curves.
+"""Drawing a comparison as a table for the terminal, csv, json or markdown (curves.py draws the plot).
 
 The items are runs (runs.Run) or groups of runs (query.Group); both answer `.get(key)`, a group
-with a compare.Stat (mean, std, n) for each metric. csv and json carry raw values (accuracies as
+with a query.Stat (mean, std, n) for each metric. csv and json carry raw values (accuracies as
 fractions, times in seconds, exactly as summary.json has them); the table and markdown are for
 people (percentages, rounded losses, minutes).
 """
@@ -62,8 +62,9 @@ def human(key: str, value: Any) -> str:
         return duration(value)
     if key == "params":
         return f"{int(value):,}"
-    if isinstance(value, float):
-        return f"{value:g}"
+    if isinstance(value, float):  # 1e-05, 0.001, 1e+12; more digits only where 6 would merge two values
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
     return text(value)
 
 
@@ -276,7 +277,7 @@ def _csv_text(value: Any) -> str:
 
 def write_json(items: Sequence[Run | Group], keys: Sequence[str], out: IO[str]) -> None:
     """A list of row objects; a group's metric is {"mean", "std", "n"}."""
-    json.dump([raw_row(item, keys) for item in items], out, indent=1)
+    json.dump([raw_row(item, keys) for item in items], out, indent=1, default=str)
     out.write("\n")
 
 

@@ -21,7 +21,6 @@ from typing import Any
 METRICS = ("val/acc", "val/loss", "test/acc", "test/loss", "train/acc", "train/loss", "best_epoch", "time_s", "params")
 FIELDS = ("run", "status", "epochs_done", "epochs", "error", "experiment", "path")
 ALIASES = {"time": "time_s", "wall_s": "time_s", "id": "run"}
-STATUSES = ("completed", "running", "failed", "diverged", "interrupted", "unknown")
 
 
 class RunFolderError(Exception):
@@ -33,9 +32,9 @@ class Run:
     """One run folder, read. `config` is flattened to dotted keys (`optimizer.lr`)."""
 
     path: Path
-    status: str
+    status: str  # completed | running | failed | diverged | interrupted; unknown without summary.json
     epochs: int | None  # planned
-    epochs_done: int  # rows in metrics.csv
+    epochs_done: int  # finished: the rows of metrics.csv
     config: dict[str, Any]
     overrides: dict[str, str]  # "key=value" task overrides, '+' prefixes dropped
     metrics: dict[str, float]
@@ -52,8 +51,12 @@ class Run:
 
     def get(self, key: str) -> Any:
         """A field, metric, config value or override value; None when the run has none."""
+        if key == "run":
+            return self.id
+        if key == "path":
+            return str(self.path)
         if key in FIELDS:
-            return {"run": self.id, "path": str(self.path)}.get(key, getattr(self, key, None))
+            return getattr(self, key)
         if key in self.metrics:
             return self.metrics[key]
         if key in self.config:
@@ -100,27 +103,34 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
 
 
 def read_metrics(path: Path) -> list[dict[str, float]]:
-    """metrics.csv rows as floats; [] when the file is missing or empty. A torn last line is dropped."""
+    """metrics.csv rows, numbers as floats; [] when the file is missing. A torn last line is dropped."""
+    rows = []
     try:
         with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            rows = []
-            for row in reader:
-                try:
-                    rows.append({k: float(v) for k, v in row.items() if k is not None and v not in (None, "")})
-                except ValueError:
+            for row in csv.DictReader(f):
+                if None in row.values():  # fewer fields than the header: a line cut short
                     break
-            return rows
+                values = {}
+                for key, value in row.items():
+                    try:
+                        values[key] = float(value)
+                    except (TypeError, ValueError):  # an empty or non-numeric cell, or extra fields (key None)
+                        pass
+                rows.append(values)
     except FileNotFoundError:
-        return []
+        pass
+    return rows
 
 
 def _read_yaml(path: Path) -> Any:
     import yaml  # only for folders whose summary.json lacks what we need
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    with open(path, encoding="utf-8") as f:
-        return yaml.load(f, Loader=loader)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.load(f, Loader=loader)
+    except yaml.YAMLError as err:
+        raise RunFolderError(f"{path} is not valid YAML ({str(err).splitlines()[0]})") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,6 +167,8 @@ def load_run(path: Path | str) -> Run:
         pass
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise RunFolderError(f"{path / 'summary.json'} is not valid JSON ({err})") from None
+    if not isinstance(summary, dict):
+        raise RunFolderError(f"{path / 'summary.json'} holds no JSON object")
     config = summary.get("config")
     if config is None and (path / ".hydra" / "config.yaml").is_file():
         config = _read_yaml(path / ".hydra" / "config.yaml")
