@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         shown = [run for item in items for run in (item.runs if by else [item])]
         from dlrun.curves import plot_curves
 
-        heading = report.title(runs, total, args.filter) + (", runs of a group in one colour" if by else "")
-        drawn = plot_curves(shown, metric, args.plot, keys, title=heading, groups=items if by else None)
+        heading = report.title(runs, total, args.filter) + (", runs of a group in shades of one colour" if by else "")
+        drawn = plot_curves(shown, metric, args.plot, differing_keys(shown), title=heading, groups=items if by else None)
         print(f"wrote {args.plot}: {metric} per epoch for {drawn} of {len(shown)} runs", file=sys.stderr)
     return 0

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from dlrun.query import Group
 from dlrun.report import header, human
@@ -23,43 +22,45 @@ def label(run: Run, keys: Sequence[str]) -> str:
     return text if run.status == "completed" else f"{text} [{run.status}]"
 
 
-def group_label(group: Group) -> str:
-    """'optimizer=sgd (n=3)': the values a group's runs share."""
-    return (" ".join(f"{header(k)}={human(k, v)}" for k, v in group.values.items()) or "all runs") + f" (n={len(group.runs)})"
-
-
 def plot_curves(runs: Sequence[Run], metric: str, path: str | Path, keys: Sequence[str], *, title: str = "",
                 groups: Sequence[Group] | None = None) -> int:
     """`metric` per epoch for every run, overlaid, to an image file; return how many runs had the metric.
 
-    Runs that did not complete are dashed. With `groups`, the runs of a group share one colour and
-    one legend entry.
+    Each run is a line labelled by its values of `keys`; runs that did not complete are dashed.
+    With `groups` (runs that differ only by seed, say), a group's runs are shades of one colour
+    and sit together in the legend.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgb
     from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-    owner = {id(r): g for g in groups or [] for r in g.runs}
-    palette = plt.get_cmap("tab10" if len(groups or runs) <= 10 else "tab20").colors
-    colours: dict[int, Any] = {}  # id(group or run) -> colour
-    fig, ax = plt.subplots(figsize=(10, 5.5), constrained_layout=True)
-    drawn, labelled, last_epoch = 0, set(), 1
-    for run in runs:
-        rows = [r for r in run.rows() if metric in r]
-        if not rows:
-            continue
-        group = owner.get(id(run))
-        colour = colours.setdefault(id(group or run), palette[len(colours) % len(palette)])
-        name = group_label(group) if group is not None else label(run, keys)
-        epochs = [r.get("epoch", i + 1) for i, r in enumerate(rows)]
-        ax.plot(epochs, [r[metric] for r in rows], color=colour, linestyle="-" if run.status == "completed" else "--",
-                marker="o" if len(rows) <= 20 else None, markersize=3, linewidth=1.4, alpha=0.85,
-                label=None if name in labelled else name)
-        labelled.add(name)
-        drawn += 1
-        last_epoch = max(last_epoch, int(epochs[-1]))
+    families = [g.runs for g in groups] if groups else [[run] for run in runs]
+    shown = {id(run) for run in runs}
+    palette = plt.get_cmap("tab10" if len(families) <= 10 else "tab20").colors
+    labels = {id(run): label(run, keys) for run in runs}
+    longest = max(map(len, labels.values()), default=0)
+    # Short labels sit right of the plot; long ones below it, in one or two columns, the figure growing to hold them.
+    below = longest > 45 and len(runs) <= MAX_LEGEND
+    columns = 1 if longest > 80 else 2
+    legend_rows = -(-len(runs) // columns) if below else 0
+    fig, ax = plt.subplots(figsize=(10, 5.5 + 0.2 * legend_rows), constrained_layout=True)
+    drawn, last_epoch = 0, 1
+    for f, family in enumerate(families):
+        members = [run for run in family if id(run) in shown]
+        for k, run in enumerate(members):
+            rows = [r for r in run.rows() if metric in r]
+            if not rows:
+                continue
+            lighten = 0.6 * k / max(len(members) - 1, 1)  # 0 for the first run of a family, up to 0.6 towards white
+            colour = tuple(c + (1 - c) * lighten for c in to_rgb(palette[f % len(palette)]))
+            epochs = [r.get("epoch", i + 1) for i, r in enumerate(rows)]
+            ax.plot(epochs, [r[metric] for r in rows], color=colour, linestyle="-" if run.status == "completed" else "--",
+                    marker="o" if len(rows) <= 20 else None, markersize=3, linewidth=1.4, label=labels[id(run)])
+            drawn += 1
+            last_epoch = max(last_epoch, int(epochs[-1]))
     margin = 0.5 if last_epoch < 4 else 0  # a lone point at epoch 1 would otherwise sit on the frame
     ax.set_xlim(1 - margin, last_epoch + margin)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -69,10 +70,11 @@ def plot_curves(runs: Sequence[Run], metric: str, path: str | Path, keys: Sequen
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.grid(alpha=0.3)
     heading = (title + "\n" if title else "") + f"{metric} per epoch"
-    if 0 < len(labelled) <= MAX_LEGEND:
-        fig.legend(loc="outside right upper", fontsize=8, frameon=False)
-    elif labelled:
-        heading += f" ({len(labelled)} lines; legend left out)"
+    if 0 < drawn <= MAX_LEGEND:
+        fig.legend(loc="outside lower center" if below else "outside right upper", ncols=columns if below else 1,
+                   fontsize=8, frameon=False)
+    elif drawn:
+        heading += f" ({drawn} lines; legend left out)"
     ax.set_title(heading, fontsize=10)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -62,9 +62,11 @@ def summarize_sweep(sweep_dir: Path | str, console: Console | None = None) -> di
     title = f"sweep {sweep_dir}: {len(runs)} job{'s' if len(runs) != 1 else ''}"
     caption = report.caption(runs, metric)
     tables = [(title, jobs, keys)]
+    groups = None
     if "seed" in keys:
-        groups, kept = group_runs(runs, keys, ["seed"])
-        tables.append(("the same sweep, mean ± std (n) over seed", sort_items(groups, metric), kept))
+        groups, kept = group_runs(jobs, keys, ["seed"])
+        groups = sort_items(groups, metric)
+        tables.append(("the same sweep, mean ± std (n) over seed", groups, kept))
     for note in notes:
         print(note, file=sys.stderr)
     for i, (heading, items, columns) in enumerate(tables):
@@ -81,6 +83,6 @@ def summarize_sweep(sweep_dir: Path | str, console: Console | None = None) -> di
         report.write_md(items, columns, md, metric=metric, sort=metric, title=heading)
         md.write("\n")
     paths["md"].write_text(md.getvalue() + caption + "\n", encoding="utf-8")
-    plot_curves(jobs, metric, paths["png"], keys, title=title)
+    plot_curves(jobs, metric, paths["png"], keys, title=title, groups=groups)
     console.print(f"sweep summary: {paths['csv']}, {paths['md'].name}, {paths['png'].name}", markup=False, soft_wrap=True)
     return paths
