@@ -76,6 +76,8 @@ def test_unknown_option_lists_the_choices(compose_cfg):
     [
         ("optimizer.lr=-1", "optimizer.lr=-1.0 must be > 0"),
         ("optimizer.lr=0", "optimizer.lr=0.0 must be > 0"),
+        ("optimizer.lr=nan", "optimizer.lr=nan must be a finite number"),
+        ("regularization.l2=inf", "regularization.l2=inf must be a finite number"),
         ("regularization.dropout=1.0", "regularization.dropout=1.0 must be in [0, 1)"),
         ("trainer.epochs=0", "trainer.epochs=0 must be >= 1"),
         ("trainer.batch_size=0", "trainer.batch_size=0 must be >= 1"),

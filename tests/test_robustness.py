@@ -166,10 +166,16 @@ def test_unwritable_output_folder_is_one_line(tmp_path):
     assert result.stderr.strip().startswith("dlrun: error: cannot create the run folder") and "Traceback" not in result.stderr
 
 
-def test_misspelt_key_is_hydras_message_without_a_traceback(tmp_path):
-    result = subprocess.run([*DLRUN, "optimizer.lrr=0.1"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1
-    assert "Could not override 'optimizer.lrr'" in result.stderr and "Traceback" not in result.stderr
+@pytest.mark.parametrize(("override", "expected"), [
+    ("optimizer.lrr=0.1", "Could not override 'optimizer.lrr'"),
+    ("model=transformer", "Available options in 'model'"),
+    ("model=0", "dlrun: error: Config group override must be a string or a list. Got int"),
+    ("trainer.epochs=ten", "Value 'ten' of type 'str' could not be converted to Integer"),
+])
+def test_composition_errors_are_a_message_without_a_traceback(tmp_path, override, expected):
+    result = subprocess.run([*DLRUN, override], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert expected in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "outputs").exists()
 
 

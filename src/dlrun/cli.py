@@ -118,13 +118,29 @@ def _record_failure(run_dir: Path, err: Exception, cfg, overrides: list[str]) ->
                       "epochs": None, "epochs_completed": 0, "overrides": overrides, "config": config})
 
 
-def run_hydra(argv: list[str]) -> int:
-    import hydra
+def error_message(err: Exception) -> str:
+    """What the user sees for an error raised outside a run: Hydra's own message for composition
+    errors (it lists the valid choices), one line for anything else."""
     from hydra.errors import CompactHydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from dlrun.config import config_dir, register_configs
     from dlrun.errors import DlrunError
+
+    cause = err.__cause__
+    if isinstance(err, CompactHydraException):
+        return str(err) + (f"\n{cause}" if isinstance(cause, OmegaConfBaseException) else "")
+    if isinstance(cause, (DlrunError, OSError)):
+        err = cause
+    if isinstance(err, OSError):
+        return f"dlrun: error: cannot create the run folder: {err}"
+    text = str(err).strip()
+    return f"dlrun: error: {text.splitlines()[0] if text else type(err).__name__}"
+
+
+def run_hydra(argv: list[str]) -> int:
+    import hydra
+
+    from dlrun.config import config_dir, register_configs
 
     register_configs()
     show_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
@@ -133,17 +149,10 @@ def run_hydra(argv: list[str]) -> int:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors outside the task reach this function, which reports them
     try:
         hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(task)()
-    except (CompactHydraException, OmegaConfBaseException, DlrunError, OSError) as err:
+    except Exception as err:
         if show_traceback:
             raise
-        cause = err.__cause__
-        if isinstance(err, CompactHydraException):  # Hydra's composition errors: Hydra's own message
-            print(str(err) + (f"\n{cause}" if isinstance(cause, OmegaConfBaseException) else ""), file=sys.stderr)
-            return 1
-        if isinstance(err, OSError):
-            print(f"dlrun: error: cannot create the run folder: {err}", file=sys.stderr)
-            return EXIT_USAGE
-        print(f"dlrun: error: {cause if isinstance(cause, (DlrunError, OSError)) else err}".splitlines()[0], file=sys.stderr)
+        print(error_message(err), file=sys.stderr)
         return EXIT_USAGE
     finally:
         sys.argv = saved_argv

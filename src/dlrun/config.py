@@ -12,6 +12,7 @@ through it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -269,6 +270,8 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value is None:
             continue
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}={value} must be a finite number")
         too_low = value < low if low_inc else value <= low
         too_high = high is not None and (value > high if high_inc else value >= high)
         if too_low or too_high:
