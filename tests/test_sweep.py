@@ -21,7 +21,8 @@ from dlrun.sweep import SweepSummary, summarize_sweep, sweep_folder
 from tests.runfolders import SGD, make_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-CALLBACK = "+hydra.callbacks.sweep_summary._target_=dlrun.sweep.SweepSummary"
+# '++' adds the callback, or sets it again where conf/config.yaml already has it: the test passes either way.
+CALLBACK = "++hydra.callbacks.sweep_summary._target_=dlrun.sweep.SweepSummary"
 
 
 def make_sweep(folder: Path, seeds: tuple[int, ...] = (0, 1)) -> Path:
