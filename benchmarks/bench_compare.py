@@ -12,9 +12,13 @@ temporary folder, then times with time.perf_counter, median of --repeats runs:
 
 The files are freshly written, so they are in the page cache: this is the warm-cache time.
 
-Result on the development container (2 CPU threads, Python 3.11, rich 15; n = 1000 runs, median of 5):
-    read 0.078 s, table 0.273 s, group 0.012 s, csv 0.040 s; whole command in a fresh process 0.54 s.
-(update this line when rerunning: `.venv/bin/python benchmarks/bench_compare.py`)
+Measured on the development container (2 CPU threads shared with other work, load average 2-3;
+Python 3.11.7, rich 15.0.0; n = 1000 runs, 10 epochs each; median of 5 repeats; six runs of the
+script, the load made them vary):
+    read 0.13-0.34 s, table 0.13-0.36 s, group 0.08-0.23 s, csv 0.06-0.18 s;
+    the whole command in a fresh process 0.44-1.28 s (imports of rich and dlrun included).
+Before the table was laid out by hand, rich.table.Table alone took 1.39 s for the same 1000 rows.
+Rerun: `.venv/bin/python benchmarks/bench_compare.py [--runs N]`.
 """
 
 from __future__ import annotations
