@@ -134,6 +134,8 @@ def error_message(err: Exception) -> str:
     if isinstance(err, OSError):
         return f"dlrun: error: cannot create the run folder: {err}"
     text = str(err).strip()
+    if isinstance(err, OmegaConfBaseException) and " raised while resolving interpolation: " in text:
+        text = text.split(" raised while resolving interpolation: ", 1)[1]  # a dlrun resolver's own message
     return f"dlrun: error: {text.splitlines()[0] if text else type(err).__name__}"
 
 

@@ -177,6 +177,8 @@ def unique_dir(path: str) -> str:
 def run_dir(resume: str, default: str) -> str:
     """A single run's folder: the folder being resumed (resume=PATH), else a new unique one."""
     if resume and resume != "auto":
+        if not Path(resume).expanduser().is_dir():
+            raise ConfigError(f"resume={resume}: no such run folder")
         return resume
     return unique_dir(default)
 

@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from dlrun.config import validate
+from dlrun.config import ConfigError, validate
 from dlrun.console import Reporter
 from dlrun.data import Data, load_dataset
 from dlrun.device import describe, resolve_device, seed_everything
@@ -221,7 +221,10 @@ def execute(cfg: DictConfig, run_dir: Path, *, console: Console | None = None, o
         device = resolve_device(cfg.device.name)
         generator = seed_everything(cfg.seed)
         data = load_dataset(cfg.dataset.name, device=device, **dataset_kwargs(cfg))
-        model = build_model(cfg.model.name, data.input_shape, data.num_classes, **model_kwargs(cfg)).to(device)
+        try:
+            model = build_model(cfg.model.name, data.input_shape, data.num_classes, **model_kwargs(cfg)).to(device)
+        except ValueError as err:  # a choice that does not fit this data, e.g. lenet5 on 8x8 digits
+            raise ConfigError(str(err)) from err
         optimizer = build_optimizer(cfg.optimizer.name, model, **optimizer_kwargs(cfg))
         if resume:
             progress = restore(model, optimizer, generator, run_dir)
