@@ -40,6 +40,7 @@ from rich.console import Console
 from dlrun import report
 from dlrun.query import differing_keys, group_runs, sort_items
 from dlrun.runs import find_runs
+from dlrun.table import print_table
 
 CONFIG = {
     "seed": 0,
@@ -126,13 +127,13 @@ def main() -> None:
             out = io.StringIO()
             keys = differing_keys(runs)
             items = sort_items(runs, "val/acc")
-            report.print_table(Console(file=out, width=120), items, keys, metric="val/acc", sort="val/acc")
+            print_table(Console(file=out, width=120), items, keys, metric="val/acc", sort="val/acc")
             return out.getvalue()
 
         def group() -> str:
             out = io.StringIO()
             groups, kept = group_runs(runs, differing_keys(runs), ["seed"])
-            report.print_table(Console(file=out, width=120), sort_items(groups, "val/acc"), kept, metric="val/acc", sort="val/acc")
+            print_table(Console(file=out, width=120), sort_items(groups, "val/acc"), kept, metric="val/acc", sort="val/acc")
             return out.getvalue()
 
         def to_csv() -> str:

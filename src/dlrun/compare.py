@@ -1,9 +1,9 @@
 """`dlrun compare PATH...`: a table of run folders, showing only what differs between them.
 
 The command line is here; runs.py reads the folders, query.py filters, sorts and groups them,
-report.py and curves.py draw them — the same functions the sweep summary uses. It reads files
-only: never imports torch, Hydra or scikit-learn (a test checks it), so it answers in a fraction
-of a second.
+table.py, report.py and curves.py draw them — the same functions the sweep summary uses. It
+reads files only: never imports torch, Hydra or scikit-learn (a test checks it), so it answers
+in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import sys
 from dlrun import report
 from dlrun.query import default_metric, differing_keys, filter_runs, group_runs, parse_condition, resolve_key, sort_items, varying_overrides
 from dlrun.runs import find_runs, load_run
+from dlrun.table import print_table, table_console
 
 __all__ = ["main", "parser", "find_runs", "load_run", "differing_keys", "varying_overrides", "filter_runs", "group_runs",
            "sort_items"]
@@ -104,8 +105,15 @@ def main(argv: list[str] | None = None) -> int:
         title += f"; the first {args.top} shown"
     items = sort_items(items, sort, args.reverse)[: args.top]
     try:
-        report.write(args.format, sys.stdout, items, keys, metric=metric, sort=sort, title=title,
-                     caption=report.caption(runs, sort, args.reverse))
+        if args.format == "table":
+            console = table_console(sys.stdout)
+            print_table(console, items, keys, metric=metric, sort=sort, title=title, caption=report.caption(runs, sort, args.reverse))
+            for line in report.errors(items):
+                console.print(line, markup=False, style="dim")
+        elif args.format == "md":
+            report.write_md(items, keys, sys.stdout, metric=metric, sort=sort, title=title)
+        else:
+            {"csv": report.write_csv, "json": report.write_json}[args.format](items, keys, sys.stdout)
     except BrokenPipeError:  # `dlrun compare ... | head`: stop quietly, and let the exit flush go nowhere
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -28,6 +28,7 @@ from dlrun import report
 from dlrun.curves import plot_curves
 from dlrun.query import default_metric, group_runs, sort_items, varying_overrides
 from dlrun.runs import find_runs
+from dlrun.table import print_table, table_console
 
 
 class SweepSummary(Callback):
@@ -50,7 +51,7 @@ def sweep_folder(config: Any) -> Path:
 def summarize_sweep(sweep_dir: Path | str, console: Console | None = None) -> dict[str, Path]:
     """Print the job table (and the seed-folded one) and write the three summary files; return their paths."""
     sweep_dir = Path(sweep_dir)
-    console = console or report.table_console()
+    console = console or table_console()
     notes: list[str] = []
     runs = find_runs([sweep_dir], notes)
     if not runs:
@@ -71,7 +72,7 @@ def summarize_sweep(sweep_dir: Path | str, console: Console | None = None) -> di
         print(note, file=sys.stderr)
     for i, (heading, items, columns) in enumerate(tables):
         last = i == len(tables) - 1
-        report.print_table(console, items, columns, metric=metric, sort=metric, title=heading, caption=caption if last else "")
+        print_table(console, items, columns, metric=metric, sort=metric, title=heading, caption=caption if last else "")
     for line in report.errors(jobs):
         console.print(line, markup=False, style="dim")
 
