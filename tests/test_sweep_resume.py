@@ -1,0 +1,60 @@
+"""Re-running a sweep into its folder with resume=auto: completed jobs are kept, the others continue."""
+
+from __future__ import annotations
+
+import pytest
+
+from dlrun.cli import main
+from tests.conftest import read_summary
+
+SWEEP = ["-m", "debug=fast", "trainer.limit_train_batches=3", "trainer.plots=false", "trainer.progress=off", "resume=auto"]
+
+
+@pytest.mark.slow
+def test_resumed_sweep_runs_only_what_is_missing(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    assert main([*SWEEP, "seed=0,1", f"hydra.sweep.dir={sweep_dir}"]) == 0
+    first = {job: (sweep_dir / job / "metrics.csv").read_bytes() for job in ("0", "1")}
+
+    # The same sweep asked for more epochs and one more seed: jobs 0 and 1 continue from their
+    # last.pt, job 2 is new.
+    assert main([*SWEEP, "seed=0,1,2", "trainer.epochs=2", f"hydra.sweep.dir={sweep_dir}"]) == 0
+    for job in ("0", "1", "2"):
+        summary = read_summary(sweep_dir / job)
+        assert summary["status"] == "completed" and summary["epochs_completed"] == 2
+    for job in ("0", "1"):
+        assert read_summary(sweep_dir / job)["resumed_from_epoch"] == 1
+        assert (sweep_dir / job / "metrics.csv").read_bytes().startswith(first[job])
+    assert "resumed_from_epoch" not in read_summary(sweep_dir / "2")
+
+    # Resumed equals uninterrupted: a fresh 2-epoch sweep of seed 1 gives the same rows.
+    fresh = tmp_path / "fresh"
+    assert main([*SWEEP, "seed=1", "trainer.epochs=2", f"hydra.sweep.dir={fresh}"]) == 0
+    assert (fresh / "0" / "metrics.csv").read_bytes() == (sweep_dir / "1" / "metrics.csv").read_bytes()
+
+    # Once more: every job is complete, so nothing is trained again.
+    stamps = {job: (sweep_dir / job / "metrics.csv").stat().st_mtime_ns for job in ("0", "1", "2")}
+    assert main([*SWEEP, "seed=0,1,2", "trainer.epochs=2", f"hydra.sweep.dir={sweep_dir}"]) == 0
+    assert stamps == {job: (sweep_dir / job / "metrics.csv").stat().st_mtime_ns for job in ("0", "1", "2")}
+    assert (sweep_dir / "sweep_summary.csv").read_text().count("\n") == 4  # header + 3 jobs
+
+
+@pytest.mark.slow
+def test_joblib_launcher_gives_the_same_jobs_without_oversubscribing(tmp_path):
+    import csv
+    import os
+
+    jobs = ["-m", "debug=fast", "trainer.plots=false", "trainer.progress=off", "optimizer=sgd,adam"]
+    assert main([*jobs, f"hydra.sweep.dir={tmp_path / 'basic'}"]) == 0
+    assert main([*jobs, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={tmp_path / 'joblib'}"]) == 0
+    basic = sorted(p.name for p in (tmp_path / "basic").iterdir() if p.is_dir())
+    assert basic == ["0", "1"] == sorted(p.name for p in (tmp_path / "joblib").iterdir() if p.is_dir())
+    for job in basic:
+        a, b = read_summary(tmp_path / "basic" / job), read_summary(tmp_path / "joblib" / job)
+        assert a["overrides"] == b["overrides"] and b["status"] == "completed"
+        rows = [list(csv.DictReader(open(tmp_path / kind / job / "metrics.csv"))) for kind in ("basic", "joblib")]
+        for x, y in zip(*rows, strict=True):
+            assert {k: float(v) for k, v in x.items()} == pytest.approx({k: float(v) for k, v in y.items()}, rel=1e-5)
+        threads = max(1, (os.cpu_count() or 1) // 2)  # two jobs share the cores
+        assert b["device"] == f"cpu ({threads} thread{'s' if threads != 1 else ''})"
+    assert (tmp_path / "joblib" / "sweep_summary.csv").is_file()
