@@ -58,3 +58,19 @@ def test_joblib_launcher_gives_the_same_jobs_without_oversubscribing(tmp_path):
         threads = max(1, (os.cpu_count() or 1) // 2)  # two jobs share the cores
         assert b["device"] == f"cpu ({threads} thread{'s' if threads != 1 else ''})"
     assert (tmp_path / "joblib" / "sweep_summary.csv").is_file()
+
+
+@pytest.mark.slow
+def test_failing_and_diverging_jobs_do_not_sink_the_sweep(tmp_path, capsys):
+    sweep_dir = tmp_path / "sweep"
+    with pytest.raises(SystemExit) as info:
+        main(["-m", "debug=fast", "trainer.plots=false", "trainer.progress=off", "optimizer=sgd", "optimizer.lr=0.1,-1,1e12",
+              f"hydra.sweep.dir={sweep_dir}"])
+    assert info.value.code == 1
+    statuses = [read_summary(sweep_dir / job)["status"] for job in ("0", "1", "2")]
+    assert statuses == ["completed", "failed", "diverged"]
+    assert read_summary(sweep_dir / "1")["error"] == "optimizer.lr=-1.0 must be > 0"
+    table = (sweep_dir / "sweep_summary.csv").read_text()
+    assert table.count("\n") == 4 and "failed" in table and "diverged" in table
+    err = capsys.readouterr().err
+    assert "dlrun: 2 of 3 jobs did not complete: 1 failed, 2 diverged" in err

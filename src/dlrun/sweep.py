@@ -35,7 +35,15 @@ class SweepSummary(Callback):
     """Hydra callback: summarize the sweep's jobs when the sweep ends."""
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        summarize_sweep(sweep_folder(config))
+        """Summarize; then, if any job failed, diverged or was cut short, end the sweep with exit code 1."""
+        folder = sweep_folder(config)
+        summarize_sweep(folder)
+        jobs = find_runs([folder], [])
+        unfinished = [run for run in jobs if run.status != "completed"]
+        if unfinished:
+            print(f"dlrun: {len(unfinished)} of {len(jobs)} jobs did not complete: "
+                  + ", ".join(f"{run.id} {run.status}" for run in unfinished), file=sys.stderr)
+            raise SystemExit(1)
 
 
 def sweep_folder(config: Any) -> Path:
