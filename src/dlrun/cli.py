@@ -114,8 +114,9 @@ def _record_failure(run_dir: Path, err: Exception, cfg, overrides: list[str]) ->
         config = OmegaConf.to_container(cfg, resolve=True)
     except Exception:  # noqa: BLE001  a broken file or config must not hide the original error
         config = None
+    epochs = config.get("trainer", {}).get("epochs") if isinstance(config, dict) else None
     write_json(path, {"status": "failed", "error": str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__,
-                      "epochs": None, "epochs_completed": 0, "overrides": overrides, "config": config})
+                      "epochs": epochs, "epochs_completed": 0, "overrides": overrides, "config": config})
 
 
 def error_message(err: Exception) -> str:
