@@ -14,7 +14,13 @@ from torch import nn
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: >= 2-D weights with `weight_decay`, everything else with none."""
+    """Two groups: >= 2-D weights with `weight_decay`, everything else with none.
+
+    Without weight decay the split would change nothing but cost a second fused kernel launch
+    (and its Python bookkeeping) every step, so all parameters go in one group.
+    """
+    if weight_decay == 0:
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": 0.0}]
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

@@ -1,12 +1,18 @@
 """The training loop: plain functions, read top to bottom.
 
-Data is already on the device as one tensor per split; a batch is an index into it. Losses and
-correct counts are summed as tensors on the device, and read back (one host sync) only when the
-progress bar is refreshed and at the end of the epoch.
+Data is already on the device as one tensor per split; a batch is an index into it. Each step's
+loss and predictions stay on the device, and are read back (one host sync) only when the
+progress callback runs (every `refresh_every` steps) and at the end of the epoch.
+
+What keeps a small model's step cheap on a CPU (measured with torch.profiler; see
+benchmarks/bench_speed.py): batches gathered with `index_select` (a plain copy, where `x[idx]`
+goes through advanced indexing), no autocast context at all in fp32, two tensor ops per step for
+the metrics instead of six, and subnormal floats flushed to zero (see `flush_denormals`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -53,7 +59,34 @@ def num_batches(n: int, batch_size: int, limit: int = 0) -> int:
 
 
 def _autocast(device: torch.device, precision: str):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    """bf16 autocast for the forward pass; in fp32 no context at all (entering a disabled one still costs)."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def flush_denormals():
+    """Treat subnormal floats as zero on the CPU while training or evaluating.
+
+    Adam's moment estimates for weights fed by pixels that are almost always zero (MNIST's border)
+    decay by beta each step until they are subnormal (< 1.2e-38); x86 CPUs handle those through a
+    slow microcode path. After one MNIST epoch ~12% of the MLP's Adam state is subnormal, which made
+    later epochs up to 1.5x slower than the first. Flushing them changes no result that matters.
+    torch offers no getter for this flag, so it is restored to its default (off) afterwards.
+    """
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def _batch_sizes(n: int, batch_size: int, steps: int, device: torch.device) -> torch.Tensor:
+    """(steps,) float sizes of the first `steps` batches: all full but maybe the last."""
+    sizes = torch.full((steps,), float(batch_size), device=device)
+    sizes[-1] = min(batch_size, n - (steps - 1) * batch_size)
+    return sizes
 
 
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Split, settings: StepSettings,
@@ -65,31 +98,34 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Sp
     order = torch.randperm(n, generator=generator) if settings.shuffle else torch.arange(n)
     order = order.to(device)
     steps = num_batches(n, settings.batch_size, settings.limit_batches)
+    sizes = _batch_sizes(n, settings.batch_size, steps, device)
     weights = l1_weights(model) if settings.l1 > 0 else []
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    seen = 0
+    losses: list[torch.Tensor] = []  # one 0-d tensor per step, left on the device
+    predictions: list[torch.Tensor] = []  # (batch,) predicted classes per step
     start = time.perf_counter()
-    for step in range(steps):
-        idx = order[step * settings.batch_size:(step + 1) * settings.batch_size]
-        x, y = data.x[idx], data.y[idx]
-        with _autocast(device, settings.precision):
-            logits = model(x)
-            loss = settings.loss_fn(logits, y)
-        if weights:
-            loss = loss + settings.l1 * l1_penalty(weights)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss_sum += loss.detach() * len(y)
-        correct += (logits.detach().argmax(dim=1) == y).sum()
-        seen += len(y)
-        if progress is not None and ((step + 1) % refresh_every == 0 or step + 1 == steps):
-            progress(step + 1, loss_sum.item() / seen)
-    mean_loss = loss_sum.item() / seen
+    with flush_denormals():
+        for step in range(steps):
+            idx = order[step * settings.batch_size:(step + 1) * settings.batch_size]
+            x, y = data.x.index_select(0, idx), data.y.index_select(0, idx)
+            with _autocast(device, settings.precision):
+                logits = model(x)
+                loss = settings.loss_fn(logits, y)
+            if weights:
+                loss = loss + settings.l1 * l1_penalty(weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.detach())
+            predictions.append(logits.detach().argmax(dim=1))
+            if progress is not None and ((step + 1) % refresh_every == 0 or step + 1 == steps):
+                done = sizes[:step + 1]
+                progress(step + 1, (torch.stack(losses).float() @ done / done.sum()).item())
+    seen = min(n, steps * settings.batch_size)
+    mean_loss = (torch.stack(losses).float() @ sizes / seen).item()
     if not math.isfinite(mean_loss):
         raise Diverged(f"the training loss became {mean_loss}")
-    return {"loss": mean_loss, "acc": correct.item() / seen, "examples": seen, "seconds": time.perf_counter() - start}
+    correct = (torch.cat(predictions) == data.y.index_select(0, order[:seen])).sum().item()
+    return {"loss": mean_loss, "acc": correct / seen, "examples": seen, "seconds": time.perf_counter() - start}
 
 
 @torch.no_grad()
@@ -102,17 +138,18 @@ def evaluate(model: nn.Module, data: Split, settings: StepSettings, keep_predict
     correct = torch.zeros((), device=device, dtype=torch.long)
     predictions = []
     seen = 0
-    for step in range(steps):
-        x = data.x[step * settings.batch_size:(step + 1) * settings.batch_size]
-        y = data.y[step * settings.batch_size:(step + 1) * settings.batch_size]
-        with _autocast(device, settings.precision):
-            logits = model(x)
-            loss_sum += settings.loss_fn(logits, y).float() * len(y)
-        pred = logits.argmax(dim=1)
-        correct += (pred == y).sum()
-        seen += len(y)
-        if keep_predictions:
-            predictions.append(pred)
+    with flush_denormals():
+        for step in range(steps):
+            x = data.x[step * settings.batch_size:(step + 1) * settings.batch_size]
+            y = data.y[step * settings.batch_size:(step + 1) * settings.batch_size]
+            with _autocast(device, settings.precision):
+                logits = model(x)
+                loss_sum += settings.loss_fn(logits, y).float() * len(y)
+            pred = logits.argmax(dim=1)
+            correct += (pred == y).sum()
+            seen += len(y)
+            if keep_predictions:
+                predictions.append(pred)
     result = {"loss": loss_sum.item() / seen, "acc": correct.item() / seen, "examples": seen}
     if keep_predictions:
         result["predictions"] = torch.cat(predictions).cpu()
