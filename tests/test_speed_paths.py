@@ -1,0 +1,149 @@
+"""The speed paths: bf16 autocast, torch.compile, the lean training step, light start-up, one data copy.
+
+No timing is asserted here (benchmarks/bench_speed.py measures speed); these tests check that the
+fast paths run and compute what the plain ones do.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dlrun.data import Split, load_dataset
+from dlrun.models import build_model
+from dlrun.optim import build_optimizer
+from dlrun.train import StepSettings, evaluate, train_one_epoch
+from tests.conftest import QUICK
+from tests.test_data import make_mnist
+
+CPU = torch.device("cpu")
+
+
+def tiny_split(n: int = 10, shape: tuple[int, ...] = (1, 8, 8), seed: int = 0) -> Split:
+    g = torch.Generator().manual_seed(seed)
+    return Split(torch.rand(n, *shape, generator=g), torch.randint(0, 10, (n,), generator=g))
+
+
+def output_dtypes(model: torch.nn.Module) -> list[torch.dtype]:
+    """Record the dtype of every Linear and Conv2d output during the forward passes that follow."""
+    seen: list[torch.dtype] = []
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+            module.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    return seen
+
+
+@pytest.mark.parametrize("model_name", ["mlp", "cnn"])
+@pytest.mark.parametrize("precision, expected", [("bf16", torch.bfloat16), ("fp32", torch.float32)])
+def test_precision_sets_the_matmul_dtype_and_a_step_learns(model_name, precision, expected):
+    data = tiny_split(32)
+    torch.manual_seed(0)
+    model = build_model(model_name, (1, 8, 8), 10, **({"channels": [4]} if model_name == "cnn" else {"hidden_sizes": [16]}))
+    dtypes = output_dtypes(model)
+    optimizer = build_optimizer("adam", model, lr=0.01)
+    settings = StepSettings(8, F.cross_entropy, precision=precision)
+    first = train_one_epoch(model, optimizer, data, settings, torch.Generator().manual_seed(0))
+    for _ in range(5):
+        last = train_one_epoch(model, optimizer, data, settings, torch.Generator().manual_seed(0))
+    scores = evaluate(model, data, StepSettings(16, F.cross_entropy, shuffle=False, precision=precision))
+    assert set(dtypes) == {expected}
+    assert last["loss"] < first["loss"]
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast never changes the weights
+    assert 0.0 <= scores["acc"] <= 1.0 and torch.isfinite(torch.tensor(scores["loss"]))
+
+
+def test_epoch_metrics_weigh_a_short_last_batch_as_evaluate_does():
+    """With the weights frozen (lr 0) and no shuffling, training sees exactly what evaluation sees."""
+    data = tiny_split(10)
+    torch.manual_seed(0)
+    model = build_model("mlp", (1, 8, 8), 10, hidden_sizes=[16])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    train = train_one_epoch(model, optimizer, data, StepSettings(4, F.cross_entropy, shuffle=False), torch.Generator())
+    scores = evaluate(model, data, StepSettings(4, F.cross_entropy, shuffle=False))
+    assert train["examples"] == 10
+    assert train["loss"] == pytest.approx(scores["loss"], rel=1e-6)
+    assert train["acc"] == scores["acc"]
+
+
+def test_accuracy_counts_the_shuffled_labels_it_trained_on():
+    data = tiny_split(50)
+    torch.manual_seed(0)
+    model = build_model("mlp", (1, 8, 8), 10, hidden_sizes=[16])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    train = train_one_epoch(model, optimizer, data, StepSettings(16, F.cross_entropy), torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = (model(data.x).argmax(dim=1) == data.y).float().mean().item()
+    assert train["acc"] == pytest.approx(expected)
+
+
+def test_subnormals_are_flushed_while_training_and_not_after():
+    tiny = torch.tensor([1e-39])  # subnormal in float32
+    seen: list[float] = []
+    model = build_model("mlp", (1, 8, 8), 10, hidden_sizes=[16])
+    model.register_forward_hook(lambda *_: seen.append((tiny * 1.0).item()))
+    optimizer = build_optimizer("sgd", model, lr=0.1)
+    train_one_epoch(model, optimizer, tiny_split(8), StepSettings(8, F.cross_entropy), torch.Generator())
+    assert seen == [0.0]
+    assert (tiny * 1.0).item() != 0.0
+
+
+def test_one_fused_group_without_weight_decay_and_two_with_it():
+    model = build_model("mlp", (1, 8, 8), 10, hidden_sizes=[16])
+    assert len(build_optimizer("adam", model, lr=0.01).param_groups) == 1
+    assert [g["weight_decay"] for g in build_optimizer("adam", model, lr=0.01, weight_decay=0.1).param_groups] == [0.1, 0.0]
+
+
+def float_tensors_at_least(numel: int) -> list[torch.Tensor]:
+    gc.collect()
+    return [t for t in gc.get_objects() if issubclass(type(t), torch.Tensor) and t.is_floating_point() and t.numel() >= numel]
+
+
+def test_mnist_is_held_in_one_float_copy(tmp_path):
+    root = make_mnist(tmp_path, n_train=300, n_test=100)
+    data = load_dataset("mnist", root=root, device=CPU, val_fraction=0.1)
+    smallest = min(len(data.val), len(data.test)) * 12 * 12
+    held = {t.untyped_storage().data_ptr() for t in float_tensors_at_least(smallest)}
+    assert held == {s.x.untyped_storage().data_ptr() for s in (data.train, data.val, data.test)}
+    sizes = sum(s.x.untyped_storage().nbytes() for s in (data.train, data.val, data.test))
+    assert sizes == 400 * 12 * 12 * 4  # each image once, as float32
+
+
+@pytest.mark.slow
+def test_compile_option_trains_through_the_real_cli(run_dlrun):
+    folder = run_dlrun(*QUICK, "debug=fast", "trainer.compile=true", "trainer.precision=bf16", "device=cpu")
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["config"]["trainer"]["compile"] is True
+
+
+HEAVY = "{'torch', 'torchvision', 'sklearn'}"
+
+
+def heavy_imports(code: str, cwd) -> list[str]:
+    """Run `code` in a fresh interpreter (in `cwd`) and list the heavy packages it imported."""
+    script = (f"import sys\n{code}\n"
+              f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {HEAVY}), file=sys.__stderr__)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=cwd)
+    return json.loads(done.stderr.strip().splitlines()[-1].replace("'", '"'))
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--cfg", "job"], ["--cfg", "job", "experiment=mnist_speedrun"], ["compare", "--help"]],
+                         ids=["help", "cfg-job", "cfg-job-speedrun", "compare-help"])
+def test_cli_without_a_run_imports_no_heavy_package(argv, tmp_path):
+    code = f"from dlrun.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass"
+    assert heavy_imports(code, tmp_path) == []
+
+
+def test_the_check_itself_sees_torch(tmp_path):
+    assert heavy_imports("import torch", tmp_path) == ["torch"]
+
+
+def test_reading_mnist_files_needs_no_torchvision(tmp_path):
+    root = make_mnist(tmp_path)
+    code = f"import torch\nfrom dlrun.data import load_dataset\nload_dataset('mnist', root={str(root)!r}, device=torch.device('cpu'))"
+    assert heavy_imports(code, tmp_path) == ["torch"]
