@@ -141,9 +141,3 @@ def test_cli_without_a_run_imports_no_heavy_package(argv, tmp_path):
 
 def test_the_check_itself_sees_torch(tmp_path):
     assert heavy_imports("import torch", tmp_path) == ["torch"]
-
-
-def test_reading_mnist_files_needs_no_torchvision(tmp_path):
-    root = make_mnist(tmp_path)
-    code = f"import torch\nfrom dlrun.data import load_dataset\nload_dataset('mnist', root={str(root)!r}, device=torch.device('cpu'))"
-    assert heavy_imports(code, tmp_path) == ["torch"]

@@ -138,31 +138,13 @@ def _cached_tree(folder: str, raw: Path, *, extract: bool) -> Path:
     return cache
 
 
-# torchvision's class names, kept here so that reading the files never imports torchvision (~5 s).
-MNIST_CLASSES = ["0 - zero", "1 - one", "2 - two", "3 - three", "4 - four", "5 - five", "6 - six", "7 - seven", "8 - eight", "9 - nine"]
-FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-
-
-def read_idx(path: Path) -> torch.Tensor:
-    """An IDX file of unsigned bytes as a uint8 tensor shaped by its header (after `check_idx`)."""
-    check_idx(path)
-    with open(path, "rb") as f:
-        head = f.read(4)
-        if head[2] != 0x08:
-            raise DataError(f"{path} holds IDX type {head[2]:#04x}, not the unsigned bytes of MNIST-style files")
-        dims = struct.unpack(f">{head[3]}I", f.read(4 * head[3]))
-        items = bytearray(math.prod(dims))
-        f.readinto(items)
-    return torch.frombuffer(items, dtype=torch.uint8).view(*dims)
-
-
-def load_mnist_like(cls_name: str, folder: str, dataset: str, classes: list[str]):
+def load_mnist_like(cls_name: str, folder: str, dataset: str):
     def load(root: Path, download: bool, test_fraction: float, split_seed: int):
+        import torchvision.datasets as tvd
+
+        cls = getattr(tvd, cls_name)
         found = torchvision_idx_root(folder, root)
         if found is None and download:
-            import torchvision.datasets as tvd  # only to download; reading the files needs no torchvision
-
-            cls = getattr(tvd, cls_name)
             try:
                 cls(str(root), train=True, download=True)
                 cls(str(root), train=False, download=True)
@@ -171,9 +153,8 @@ def load_mnist_like(cls_name: str, folder: str, dataset: str, classes: list[str]
             found = root
         if found is None:
             raise DataError(f"dataset={dataset}: no {folder} files under {root.resolve()}. {_missing_hint(dataset, folder, root)}")
-        raw = found / folder / "raw"
-        x_train, y_train, x_test, y_test = (read_idx(raw / name) for name in IDX_FILES)
-        return x_train.unsqueeze(1), y_train.long(), x_test.unsqueeze(1), y_test.long(), list(classes)
+        train, test = cls(str(found), train=True), cls(str(found), train=False)
+        return train.data.unsqueeze(1), train.targets, test.data.unsqueeze(1), test.targets, list(train.classes)
 
     return load
 
@@ -206,8 +187,8 @@ def load_cifar10_arrays(root: Path, download: bool, test_fraction: float, split_
 
 LOADERS = {
     "digits": load_digits_arrays,
-    "mnist": load_mnist_like("MNIST", "MNIST", "mnist", MNIST_CLASSES),
-    "fashion_mnist": load_mnist_like("FashionMNIST", "FashionMNIST", "fashion_mnist", FASHION_MNIST_CLASSES),
+    "mnist": load_mnist_like("MNIST", "MNIST", "mnist"),
+    "fashion_mnist": load_mnist_like("FashionMNIST", "FashionMNIST", "fashion_mnist"),
     "cifar10": load_cifar10_arrays,
 }
 
