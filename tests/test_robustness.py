@@ -153,7 +153,7 @@ def test_divergence_stops_the_run_with_its_own_status(run_dlrun, tmp_path, capsy
         run_dlrun(*QUICK, "optimizer=sgd", "optimizer.lr=1e12", "trainer.epochs=3", run_dir=run_dir)
     assert info.value.code == 1
     err = capsys.readouterr().err
-    assert "dlrun: diverged:" in err and "epoch 1" in err and "lower optimizer.lr" in err
+    assert "dlrun: diverged: epoch 1: the training loss became nan at step " in err and "lower optimizer.lr" in err
     summary = read_summary(run_dir)
     assert summary["status"] == "diverged" and summary["epochs_completed"] == 0
 

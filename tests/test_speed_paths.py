@@ -141,3 +141,12 @@ def test_cli_without_a_run_imports_no_heavy_package(argv, tmp_path):
 
 def test_the_check_itself_sees_torch(tmp_path):
     assert heavy_imports("import torch", tmp_path) == ["torch"]
+
+
+def test_a_non_finite_loss_names_its_step():
+    from dlrun.train import Diverged, _check_finite
+
+    losses = [torch.tensor(1.0), torch.tensor(2.0), torch.tensor(float("inf")), torch.tensor(float("nan"))]
+    _check_finite(losses[:2], 0, 10)  # finite: no error
+    with pytest.raises(Diverged, match=r"became inf at step 3 of 10"):
+        _check_finite(losses, 1, 10)

@@ -93,7 +93,7 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: Data, *,
             try:
                 train = train_one_epoch(forward, optimizer, data.train, train_settings, generator, _stoppable(progress, stop))
             except Diverged as err:
-                raise Diverged(f"{err} in epoch {epoch}") from None
+                raise Diverged(f"epoch {epoch}: {err}") from None
         if stop is not None:
             stop.check()  # a stop asked for during the last steps: this epoch is not recorded
         scores = evaluate(forward, eval_split, eval_settings)

@@ -102,6 +102,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Sp
     weights = l1_weights(model) if settings.l1 > 0 else []
     losses: list[torch.Tensor] = []  # one 0-d tensor per step, left on the device
     predictions: list[torch.Tensor] = []  # (batch,) predicted classes per step
+    checked = 0  # steps whose losses are known to be finite
     start = time.perf_counter()
     with flush_denormals():
         for step in range(steps):
@@ -117,15 +118,25 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Sp
             optimizer.step()
             losses.append(loss.detach())
             predictions.append(logits.detach().argmax(dim=1))
-            if progress is not None and ((step + 1) % refresh_every == 0 or step + 1 == steps):
-                done = sizes[:step + 1]
-                progress(step + 1, (torch.stack(losses).float() @ done / done.sum()).item())
+            if (step + 1) % refresh_every == 0 or step + 1 == steps:
+                _check_finite(losses, checked, steps)  # one host sync per `refresh_every` steps
+                checked = step + 1
+                if progress is not None:
+                    done = sizes[:step + 1]
+                    progress(step + 1, (torch.stack(losses).float() @ done / done.sum()).item())
     seen = min(n, steps * settings.batch_size)
     mean_loss = (torch.stack(losses).float() @ sizes / seen).item()
-    if not math.isfinite(mean_loss):
-        raise Diverged(f"the training loss became {mean_loss}")
     correct = (torch.cat(predictions) == data.y.index_select(0, order[:seen])).sum().item()
     return {"loss": mean_loss, "acc": correct / seen, "examples": seen, "seconds": time.perf_counter() - start}
+
+
+def _check_finite(losses: list[torch.Tensor], first: int, steps: int) -> None:
+    """Raise Diverged naming the first step from `first` on whose loss is NaN or infinite."""
+    recent = torch.stack(losses[first:])
+    bad = (~torch.isfinite(recent)).nonzero()
+    if len(bad):
+        k = int(bad[0, 0])
+        raise Diverged(f"the training loss became {recent[k].item()} at step {first + k + 1} of {steps}")
 
 
 @torch.no_grad()
