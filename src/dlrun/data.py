@@ -103,7 +103,7 @@ def _extract_gz(raw: Path, target: Path) -> None:
             check_idx(tmp)
             os.replace(tmp, out)
         except (OSError, EOFError, gzip.BadGzipFile) as err:
-            raise DataError(f"{raw / (name + '.gz')} is truncated or corrupt ({err}); replace it with the original") from err
+            raise DataError(f"{raw / (name + '.gz')} is truncated or corrupt ({brief(err)}); replace it with the original") from err
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -149,7 +149,8 @@ def load_mnist_like(cls_name: str, folder: str, dataset: str):
                 cls(str(root), train=True, download=True)
                 cls(str(root), train=False, download=True)
             except Exception as err:  # network errors come in many types
-                raise DataError(f"dataset={dataset}: download into {root} failed ({err}); {_missing_hint(dataset, folder, root)}") from err
+                hint = _missing_hint(dataset, folder, root, offer_download=False)
+                raise DataError(f"dataset={dataset}: download into {root} failed ({brief(err)}); {hint}") from err
             found = root
         if found is None:
             raise DataError(f"dataset={dataset}: no {folder} files under {root.resolve()}. {_missing_hint(dataset, folder, root)}")
@@ -159,10 +160,17 @@ def load_mnist_like(cls_name: str, folder: str, dataset: str):
     return load
 
 
-def _missing_hint(dataset: str, folder: str, root: Path) -> str:
+def brief(err: BaseException, limit: int = 160) -> str:
+    """An exception's message on one line (torchvision's download errors span several)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _missing_hint(dataset: str, folder: str, root: Path, offer_download: bool = True) -> str:
     files = ", ".join(f"{n}.gz" for n in IDX_FILES)
+    download = "or add dataset.download=true where the network is reachable; " if offer_download else ""
     return (f"Put {files} in {root.resolve() / folder / 'raw'} (or set dataset.root to the folder that holds {folder}/raw), "
-            f"or add dataset.download=true where the network is reachable; dataset=digits needs no files")
+            f"{download}dataset=digits needs no files")
 
 
 def load_cifar10_arrays(root: Path, download: bool, test_fraction: float, split_seed: int):
@@ -178,7 +186,7 @@ def load_cifar10_arrays(root: Path, download: bool, test_fraction: float, split_
         train = tvd.CIFAR10(str(base), train=True, download=download)
         test = tvd.CIFAR10(str(base), train=False, download=download)
     except Exception as err:
-        raise DataError(f"dataset=cifar10: no usable CIFAR-10 under {root.resolve()} ({err}). Put "
+        raise DataError(f"dataset=cifar10: no usable CIFAR-10 under {root.resolve()} ({brief(err)}). Put "
                         f"{tvd.CIFAR10.filename} or its extracted {tvd.CIFAR10.base_folder}/ there, or add "
                         "dataset.download=true where the network is reachable; dataset=digits needs no files") from err
     as_tensor = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).contiguous()  # noqa: E731  (N, H, W, C) -> (N, C, H, W)
