@@ -21,6 +21,8 @@ def _pyplot():
 def plot_curves(rows: Sequence[dict], path: Path, title: str = "") -> None:
     """Loss and accuracy per epoch, train against val (or test when there is no val split)."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [int(r["epoch"]) for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     for ax, metric in zip(axes, ("loss", "acc"), strict=True):
@@ -29,6 +31,7 @@ def plot_curves(rows: Sequence[dict], path: Path, title: str = "") -> None:
             if rows and key in rows[0]:
                 ax.plot(epochs, [float(r[key]) for r in rows], style, markersize=3, label=split)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.set_ylabel("accuracy" if metric == "acc" else "loss")
         ax.grid(alpha=0.3)
         ax.legend()
