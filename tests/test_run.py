@@ -99,6 +99,13 @@ def test_debug_fast_is_one_short_epoch(run_dlrun):
     assert summary["test"]["examples"] == 2 * 1024 or summary["test"]["examples"] == 359
 
 
+def test_device_threads_sets_the_cpu_threads_for_the_run_only(run_dlrun):
+    before = torch.get_num_threads()
+    summary = read_summary(run_dlrun(*QUICK, "device=cpu", "device.threads=1", "trainer.epochs=1"))
+    assert summary["device"] == "cpu (1 thread)" and summary["config"]["device"]["threads"] == 1
+    assert torch.get_num_threads() == before
+
+
 def test_missing_cuda_is_an_error_not_a_fall_back(run_dlrun, capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")

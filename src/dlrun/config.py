@@ -106,6 +106,7 @@ class RegularizationConfig:
 @dataclass
 class DeviceConfig:
     name: str = "auto"
+    threads: int = 0
 
 
 @dataclass
@@ -233,6 +234,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "trainer.eval_batch_size": (1, None, True, True),
     "trainer.limit_train_batches": (0, None, True, True),
     "trainer.limit_eval_batches": (0, None, True, True),
+    "device.threads": (0, None, True, True),
     "model.hidden_size": (1, None, True, True),
     "model.num_layers": (1, None, True, True),
     "model.negative_slope": (0.0, None, True, True),

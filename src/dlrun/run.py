@@ -20,7 +20,7 @@ from rich.console import Console
 from dlrun.config import ConfigError, validate
 from dlrun.console import Reporter
 from dlrun.data import Data, load_dataset
-from dlrun.device import describe, resolve_device, seed_everything
+from dlrun.device import describe, resolve_device, seed_everything, set_threads
 from dlrun.errors import DlrunError
 from dlrun.models import build_model, count_parameters
 from dlrun.optim import build_optimizer
@@ -217,6 +217,7 @@ def execute(cfg: DictConfig, run_dir: Path, *, console: Console | None = None, o
     if touched:
         recorder.write_summary(summary)
     progress = Progress()
+    threads_before = set_threads(cfg.device.threads)
     try:
         device = resolve_device(cfg.device.name)
         generator = seed_everything(cfg.seed)
@@ -261,6 +262,7 @@ def execute(cfg: DictConfig, run_dir: Path, *, console: Console | None = None, o
         summary |= {"status": "interrupted" if interrupted else "failed", "error": one_line(err), "timing": _timing(None, started)}
         raise
     finally:
+        set_threads(threads_before)
         summary["epochs_completed"] = progress.epoch
         summary["ended_at"] = now()
         if touched:
