@@ -62,7 +62,7 @@ def _run(cfg, run_dir: Path, overrides: list[str], stop) -> dict:
     from omegaconf import OmegaConf
 
     from dlrun.config import validate
-    from dlrun.resume import merge_for_resume, resume_folder, saved_config
+    from dlrun.resume import merge_for_resume, read_summary, resume_folder, saved_config
 
     validate(cfg)  # before importing torch: a bad value is reported in a fraction of a second
     folder = resume_folder(cfg.resume, run_dir)
@@ -70,7 +70,7 @@ def _run(cfg, run_dir: Path, overrides: list[str], stop) -> dict:
         saved = saved_config(folder)
         merged = merge_for_resume(saved, OmegaConf.to_container(cfg, resolve=True), overrides)
         merged["resume"] = cfg.resume
-        summary = _read_summary(folder)
+        summary = read_summary(folder)
         if cfg.resume == "auto" and summary.get("status") == "completed" and summary.get("epochs_completed") == merged["trainer"]["epochs"]:
             print(f"dlrun: {folder} already completed; kept as it is (resume=auto)", file=sys.stderr)
             return summary
@@ -81,21 +81,12 @@ def _run(cfg, run_dir: Path, overrides: list[str], stop) -> dict:
     return execute(cfg, run_dir, overrides=overrides, resume=folder is not None, stop=stop)
 
 
-def _read_summary(folder: Path) -> dict:
-    import json
-
-    try:
-        return json.loads((folder / "summary.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def _describe_failure(err: Exception, run_dir: Path) -> tuple[int, str]:
     from dlrun.errors import DlrunError
 
     if isinstance(err, DlrunError):
         return EXIT_USAGE, f"dlrun: error: {err}"
-    if type(err).__name__ == "Diverged":
+    if type(err).__name__ == "Diverged":  # by name: importing dlrun.train would import torch just to print
         return EXIT_FAILED, f"dlrun: diverged: {err}; try a lower optimizer.lr (run folder: {run_dir})"
     text = str(err).strip().splitlines()[0] if str(err).strip() else ""
     return EXIT_FAILED, f"dlrun: failed: {type(err).__name__}: {text} (run folder: {run_dir}; DLRUN_TRACEBACK=1 shows the traceback)"

@@ -15,26 +15,16 @@ from typing import Any
 
 from dlrun.errors import DlrunError
 from dlrun.record import CHECKPOINT_FORMAT, atomic_write
+from dlrun.runs import flatten
 
 # Keys a resumed run may change: how long it trains and how it shows and keeps its work.
-ADJUSTABLE = {"resume", "trainer.epochs", "trainer.progress", "trainer.plots", "trainer.checkpoints", "device.name",
+ADJUSTABLE = {"resume", "trainer.epochs", "trainer.progress", "trainer.plots", "trainer.checkpoints", "device.name", "device.threads",
               "trainer.eval_batch_size"}
-GROUPS = {"dataset", "model", "optimizer", "regularization", "device"}
 GLOBAL_GROUPS = {"experiment", "debug"}  # presets that may set any key
 
 
 class ResumeError(DlrunError):
     """The run cannot be resumed as asked; the message says why."""
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values."""
-    if not isinstance(tree, dict):
-        return {prefix[:-1]: tree}
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        out |= flatten(value, f"{prefix}{key}.")
-    return out
 
 
 def resume_folder(resume: str, run_dir: Path) -> Path | None:
@@ -52,13 +42,19 @@ def resume_folder(resume: str, run_dir: Path) -> Path | None:
     return folder
 
 
+def read_summary(folder: Path) -> dict[str, Any]:
+    """summary.json of `folder`, or {} where it is missing or unreadable."""
+    try:
+        return json.loads((folder / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def saved_config(folder: Path) -> dict[str, Any]:
     """The config the run in `folder` was made with (summary.json's copy, else Hydra's)."""
-    summary = folder / "summary.json"
-    if summary.is_file():
-        config = json.loads(summary.read_text()).get("config")
-        if config:
-            return config
+    config = read_summary(folder).get("config")
+    if config:
+        return config
     import yaml
 
     return yaml.safe_load((folder / ".hydra" / "config.yaml").read_text())

@@ -120,7 +120,7 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: Data, *,
         reporter.epoch_line(epoch, epochs, train, scores, eval_name, seconds, best=is_best and eval_name == "val")
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
-    return {"history": state.history, "best": state.best, "timing": timing, "eval_name": eval_name}
+    return {"history": state.history, "best": state.best, "timing": timing}
 
 
 def _stoppable(progress, stop: StopRequest | None):

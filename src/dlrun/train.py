@@ -1,8 +1,9 @@
 """The training loop: plain functions, read top to bottom.
 
 Data is already on the device as one tensor per split; a batch is an index into it. Each step's
-loss and predictions stay on the device, and are read back (one host sync) only when the
-progress callback runs (every `refresh_every` steps) and at the end of the epoch.
+loss and predictions stay on the device, and are read back (one host sync) only every
+`refresh_every` steps, to check that the loss is finite and feed the progress callback, and at
+the end of the epoch.
 
 What keeps a small model's step cheap on a CPU (measured with torch.profiler; see
 benchmarks/bench_speed.py): batches gathered with `index_select` (a plain copy, where `x[idx]`
