@@ -323,3 +323,9 @@ def test_a_torn_last_metrics_line_is_dropped(tmp_path):
         f.write("3,0.2,0.5")  # the process died while writing epoch 3
     run = load_run(folder)
     assert run.epochs_done == 2 and run.metrics["val/acc"] == 0.6
+
+
+def test_thread_count_is_not_a_column(tmp_path):
+    make_run(tmp_path / "a", set={"device.threads": 0, "optimizer.lr": 0.01})
+    make_run(tmp_path / "b", set={"device.threads": 1, "optimizer.lr": 0.1})
+    assert differing_keys(find_runs([tmp_path])) == ["optimizer.lr"]

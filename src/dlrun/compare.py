@@ -37,8 +37,9 @@ val/acc val/loss (at the epoch of best val/acc, whose weights a run keeps and te
 test/loss, train/acc train/loss (last epoch), best_epoch, time_s (wall-clock seconds), params.
 
 Columns: the run (its path below the runs' common parent), the config keys whose values differ
-(except those that cannot change a result: trainer.progress, plots, checkpoints, dataset.root),
-status, epochs finished/planned, best val/acc, test/acc, test/loss and time. Sorting puts the
+(except those that cannot change what a run learns: trainer.progress, plots, checkpoints,
+dataset.root, device.threads), status, epochs finished/planned, best val/acc, test/acc,
+test/loss and time. Sorting puts the
 highest accuracy first and the lowest value of anything else (loss, time, lr, name) first;
 --reverse flips it; runs without the value go last. Standard deviations are sample ones (n - 1).
 """

@@ -20,8 +20,10 @@ from dlrun.runs import ALIASES, FIELDS, METRICS, Run, natural_key, text
 # Keys: which ones differ, and what a user's KEY means.
 
 
-# Keys that change what a run shows or where it reads from, never its numbers: not worth a column.
-QUIET_KEYS = frozenset({"trainer.progress", "trainer.plots", "trainer.checkpoints", "dataset.root", "dataset.download"})
+# Keys that change what a run shows, where it reads from or how fast it goes, never what it
+# learns: not worth a column.
+QUIET_KEYS = frozenset({"trainer.progress", "trainer.plots", "trainer.checkpoints", "dataset.root", "dataset.download",
+                        "device.threads"})
 
 
 def differing_keys(runs: Sequence[Run]) -> list[str]:
