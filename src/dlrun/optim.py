@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
+from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -71,3 +72,90 @@ def l1_weights(model: nn.Module) -> list[nn.Parameter]:
 def l1_penalty(weights: Iterable[torch.Tensor]) -> torch.Tensor:
     """sum(|w|) over the given tensors, as one scalar tensor."""
     return torch.stack([w.abs().sum() for w in weights]).sum()
+
+
+def _lean_supported(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether `lean_step` can replace optimizer.step(): fused Adam, AdamW or SGD, plain settings, no hooks."""
+    if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD):
+        return False
+    if optimizer._optimizer_step_pre_hooks or optimizer._optimizer_step_post_hooks:
+        return False
+    if _global_optimizer_pre_hooks or _global_optimizer_post_hooks:
+        return False
+    if getattr(optimizer, "grad_scale", None) is not None or getattr(optimizer, "found_inf", None) is not None:
+        return False
+    tensors = [p for g in optimizer.param_groups for p in g["params"]]
+    if not tensors or len({(p.device, p.dtype) for p in tensors}) != 1 or tensors[0].is_complex():
+        return False
+    plain = ("fused", True), ("maximize", False), ("differentiable", False), ("capturable", False), ("amsgrad", False)
+    return all(g.get(key, value) == value for g in optimizer.param_groups for key, value in plain) and \
+        all(isinstance(v, float) for g in optimizer.param_groups for v in (g["lr"], *g.get("betas", ())))
+
+
+def lean_step(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
+    """A function doing what optimizer.step() does, for a fused optimizer, without its Python overhead.
+
+    torch.optim's step() spends ~0.3 ms of Python per call on a 2.5 GHz core (profiler range,
+    hooks, per-parameter state checks, grouping tensors by device) around one fused kernel that,
+    for the tutorial's MLP, itself takes ~0.2 ms. Once the optimizer's state exists (after its
+    first real step, or after load_state_dict), the returned function calls the same kernel with
+    the same arguments on the optimizer's own state tensors, so parameters and state are
+    bit-identical to optimizer.step() and checkpoints are unchanged. Where it cannot be exact
+    (hooks, amsgrad, maximize, a tensor lr, mixed devices, a parameter without a gradient) it
+    calls optimizer.step() instead. Make a new one after changing the optimizer's param groups.
+    """
+    if not _lean_supported(optimizer):
+        return optimizer.step
+    adam = isinstance(optimizer, torch.optim.Adam)  # AdamW is an Adam with decoupled weight decay
+    plan: list[tuple[dict, list[torch.Tensor], list[list[torch.Tensor]]]] = []  # (group, params, state lists)
+
+    def state_names(group: dict) -> tuple[str, ...]:
+        if adam:
+            return "exp_avg", "exp_avg_sq", "step"
+        return ("momentum_buffer",) if group["momentum"] != 0 else ()
+
+    def make_plan() -> bool:
+        """Gather the state tensors, or return False if the optimizer has not made them yet."""
+        for group in optimizer.param_groups:
+            names = state_names(group)
+            if not all(name in optimizer.state.get(p, {}) for p in group["params"] for name in names):
+                plan.clear()
+                return False
+            plan.append((group, group["params"], [[optimizer.state[p][name] for p in group["params"]] for name in names]))
+        return True
+
+    def step() -> None:
+        if not plan and not make_plan():
+            optimizer.step()  # the first step creates the state
+            return
+        grads = [[p.grad for p in params] for _, params, _ in plan]
+        if any(g is None for group_grads in grads for g in group_grads):
+            optimizer.step()
+            return
+        for (group, params, state), group_grads in zip(plan, grads, strict=True):
+            if adam:
+                exp_avgs, exp_avg_sqs, steps = state
+                torch._foreach_add_(steps, 1)
+                kernel = torch._fused_adamw_ if group.get("decoupled_weight_decay") else torch._fused_adam_
+                beta1, beta2 = group["betas"]
+                kernel(params, group_grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=group["lr"], beta1=beta1,
+                       beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
+                       grad_scale=None, found_inf=None)
+            else:
+                buffers = state[0] if state else []  # no momentum: no buffers
+                torch._fused_sgd_(params, group_grads, buffers, weight_decay=group["weight_decay"], momentum=group["momentum"],
+                                  lr=group["lr"], dampening=group["dampening"], nesterov=group["nesterov"], maximize=False,
+                                  is_first_step=False, grad_scale=None, found_inf=None)
+
+    return step
+
+
+def clear_grads(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
+    """optimizer.zero_grad(set_to_none=True) as a plain loop (the method's profiler range and hook checks cost ~0.1 ms)."""
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+
+    def clear() -> None:
+        for p in params:
+            p.grad = None
+
+    return clear
