@@ -85,16 +85,18 @@ def test_lean_step_follows_a_changed_learning_rate():
     assert_same(model, reference, twin, optimizer)
 
 
-def test_a_parameter_without_a_gradient_takes_the_full_step():
-    model = nn.Sequential(nn.Linear(6, 3), nn.Linear(6, 3))  # the second layer is never used
+@pytest.mark.parametrize("name", ["momentum", "adam"])
+def test_a_parameter_without_a_gradient_takes_the_full_step(name):
+    model = nn.Sequential(nn.Linear(6, 3), nn.Linear(6, 3))
     twin = copy.deepcopy(model)
-    reference, optimizer = build_optimizer("momentum", model, lr=0.1), build_optimizer("momentum", twin, lr=0.1)
+    reference, optimizer = build_optimizer(name, model, lr=0.1), build_optimizer(name, twin, lr=0.1)
     step = lean_step(optimizer)
     for m, opt, fn in ((model, reference, reference.step), (twin, optimizer, step)):
         g = torch.Generator().manual_seed(0)
-        for _ in range(3):
+        for i in range(6):
             opt.zero_grad(set_to_none=True)
-            m[0](torch.randn(4, 6, generator=g)).sum().backward()
+            x = torch.randn(4, 6, generator=g)
+            (m[0](x).sum() + (m[1](x).sum() if i in (0, 1, 4) else 0)).backward()  # the second layer rests in steps 2, 3, 5
             fn()
     assert_same(model, reference, twin, optimizer)
 

@@ -9,7 +9,8 @@ What keeps a small model's step cheap on a CPU (measured with torch.profiler; se
 benchmarks/bench_speed.py): batches gathered with `index_select` (a plain copy, where `x[idx]`
 goes through advanced indexing), no autocast context at all in fp32, two tensor ops per step for
 the metrics instead of six, subnormal floats flushed to zero (see `flush_denormals`), and the
-fused optimizer kernel called without torch.optim's Python around it (`dlrun.optim.lean_step`).
+fused optimizer kernel called without torch.optim's Python around it (`dlrun.optim.lean_step`),
+and, for the plain ReLU MLP, a hand-written forward and backward (`dlrun.mlp_step`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlrun.data import Split
+from dlrun.mlp_step import mlp_step
 from dlrun.optim import clear_grads, l1_penalty, l1_weights, lean_step
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -106,18 +108,22 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Sp
     predictions: list[torch.Tensor] = []  # (batch,) predicted classes per step
     checked = 0  # steps whose losses are known to be finite
     zero_grad, optimizer_step = clear_grads(optimizer), lean_step(optimizer)
+    by_hand = None if weights else mlp_step(model, settings.loss_fn, settings.precision, settings.batch_size)
     start = time.perf_counter()
     with flush_denormals():
         for step in range(steps):
             idx = order[step * settings.batch_size:(step + 1) * settings.batch_size]
             x, y = data.x.index_select(0, idx), data.y.index_select(0, idx)
-            with _autocast(device, settings.precision):
-                logits = model(x)
-                loss = settings.loss_fn(logits, y)
-            if weights:
-                loss = loss + settings.l1 * l1_penalty(weights)
-            zero_grad()
-            loss.backward()
+            if by_hand is not None:
+                loss, logits = by_hand(x, y)  # fills the gradients
+            else:
+                with _autocast(device, settings.precision):
+                    logits = model(x)
+                    loss = settings.loss_fn(logits, y)
+                if weights:
+                    loss = loss + settings.l1 * l1_penalty(weights)
+                zero_grad()
+                loss.backward()
             optimizer_step()
             losses.append(loss.detach())
             predictions.append(logits.detach().argmax(dim=1))

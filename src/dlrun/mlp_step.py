@@ -1,0 +1,92 @@
+"""The ReLU MLP's training step written out by hand: autograd's own kernels, without autograd.
+
+For the tutorial's kind of model (Flatten -> Linear -> ReLU -> ... -> Linear, trained with
+cross-entropy in fp32 on the CPU), a batch-64 step is so small that autograd's graph bookkeeping
+and nn.Module dispatch cost about as much as the arithmetic. This step calls the ATen kernels that
+autograd calls for nn.Linear, nn.ReLU and F.cross_entropy, in the same order, writing into
+buffers made once per epoch, so its gradients are bit-identical to loss.backward()'s
+(tests/test_mlp_step.py checks that, and test_run.py's pinned losses did not move).
+
+Any other model, loss, precision or device, or a model with hooks, takes the generic step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# (x, y) -> (loss, logits); fills every parameter's .grad
+StepFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+_MEAN = 1  # ATen's reduction code for "mean"
+_IGNORE_INDEX = -100  # F.cross_entropy's default
+
+
+def relu_mlp_layers(model: nn.Module) -> list[nn.Linear] | None:
+    """The Linear layers of Sequential(Flatten, Linear, ReLU, ..., Linear), or None for any other model."""
+    if type(model) is not nn.Sequential or len(model) < 2 or type(model[0]) is not nn.Flatten:
+        return None
+    if model[0].start_dim != 1 or model[0].end_dim != -1:
+        return None
+    body = list(model)[1:]
+    shape_ok = len(body) % 2 == 1 and all(type(m) is (nn.Linear if i % 2 == 0 else nn.ReLU) for i, m in enumerate(body))
+    if not shape_ok or any(m.inplace for m in body[1::2]):
+        return None
+    return body[0::2]
+
+
+def _has_hooks(model: nn.Module) -> bool:
+    from torch.nn.modules import module as torch_module
+
+    global_hooks = (torch_module._global_forward_hooks, torch_module._global_forward_pre_hooks,
+                    torch_module._global_backward_hooks, torch_module._global_backward_pre_hooks)
+    module_hooks = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    return any(global_hooks) or any(getattr(m, name) for m in model.modules() for name in module_hooks) or \
+        any(p._backward_hooks or p._post_accumulate_grad_hooks for p in model.parameters())
+
+
+def mlp_step(model: nn.Module, loss_fn: Callable, precision: str, batch_size: int) -> StepFn | None:
+    """A hand-written forward and backward for `model`, or None where only autograd will do."""
+    layers = relu_mlp_layers(model)
+    if layers is None or loss_fn is not F.cross_entropy or precision != "fp32" or _has_hooks(model):
+        return None
+    params = list(model.parameters())
+    if not all(p.device.type == "cpu" and p.dtype == torch.float32 and p.requires_grad for p in params):
+        return None
+    if any(layer.bias is None for layer in layers):
+        return None
+    for p in params:  # written in place every step, so never zeroed
+        p.grad = torch.empty_like(p)
+    widths = [layer.out_features for layer in layers]
+    outputs = [torch.empty(batch_size, w) for w in widths]  # each layer's output, after its ReLU
+    grads = [torch.empty(batch_size, w) for w in widths]  # the loss's gradient with respect to each
+    log_probs = torch.empty(batch_size, widths[-1])
+    one = torch.ones(())
+
+    @torch.no_grad()
+    def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = len(y)
+        inputs = [x.flatten(1)]  # (n, features): what each layer reads
+        for i, layer in enumerate(layers):  # F.linear is addmm(bias, x, W.t()); nn.ReLU is relu
+            out = torch.addmm(layer.bias, inputs[-1], layer.weight.t(), out=outputs[i][:n])
+            if i < len(layers) - 1:
+                out.relu_()
+            inputs.append(out)
+        logits = inputs[-1]
+        lp = torch.log_softmax(logits, 1, out=log_probs[:n])  # F.cross_entropy = log_softmax + nll_loss
+        loss, total_weight = torch.ops.aten.nll_loss_forward(lp, y, None, _MEAN, _IGNORE_INDEX)
+        grad_lp = torch.ops.aten.nll_loss_backward(one, lp, y, None, _MEAN, _IGNORE_INDEX, total_weight)
+        grad = torch.ops.aten._log_softmax_backward_data(grad_lp, lp, 1, torch.float32)  # (n, classes)
+        for i in reversed(range(len(layers))):  # addmm's backward, as autograd computes it
+            layer = layers[i]
+            torch.mm(grad.t(), inputs[i], out=layer.weight.grad)  # (out, in)
+            torch.sum(grad, 0, out=layer.bias.grad)
+            if i > 0:
+                below = torch.mm(grad, layer.weight, out=grads[i - 1][:n])  # (n, in)
+                grad = torch.ops.aten.threshold_backward(below, inputs[i], 0.0, grad_input=below)  # ReLU's backward
+        return loss, logits
+
+    return step
