@@ -51,6 +51,22 @@ def test_mlp_default_is_the_tutorial_network():
     assert count_parameters(model) == 784 * 128 + 128 + 128 * 256 + 256 + 256 * 10 + 10
 
 
+def test_the_mlps_first_weight_lies_input_major_and_loads_from_any_layout():
+    model = build_model("mlp", (1, 28, 28), 10)
+    first, second = model[1].weight, model[3].weight
+    assert first.shape == (128, 784) and first.t().is_contiguous() and not first.is_contiguous()
+    assert second.is_contiguous()  # layers below need their input gradient, which this layout would slow
+    plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 128), torch.nn.ReLU(), torch.nn.Linear(128, 256),
+                                torch.nn.ReLU(), torch.nn.Linear(256, 10))
+    plain.load_state_dict(model.state_dict())
+    assert torch.equal(plain[1].weight, first)
+    model.load_state_dict({k: v + 1 for k, v in plain.state_dict().items()})
+    assert model[1].weight.t().is_contiguous() and torch.equal(model[1].weight, plain[1].weight + 1)
+    plain.load_state_dict(model.state_dict())
+    x = torch.rand(64, 1, 28, 28)
+    assert torch.equal(model(x), plain(x))  # the layout changes the speed, not the result
+
+
 @pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh", "leaky_relu", "gelu"])
 def test_activation_is_used(activation):
     model = build_model("mlp", (1, 4, 4), 3, activation=activation, negative_slope=0.2)

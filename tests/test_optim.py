@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from dlrun.models import build_model
 from dlrun.optim import build_optimizer, clear_grads, lean_step
 
 OPTIMIZERS = [
@@ -124,3 +125,23 @@ def test_clear_grads_sets_every_gradient_to_none():
     model(torch.randn(2, 6)).sum().backward()
     clear_grads(optimizer)()
     assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ["adam", "momentum"])
+def test_an_input_major_weight_is_updated_in_place_without_copies(name):
+    torch.manual_seed(0)
+    model = build_model("mlp", (1, 6, 6), 3, hidden_sizes=[5])  # its first weight is input-major
+    twin = copy.deepcopy(model)
+    reference, optimizer = build_optimizer(name, model, lr=0.1), build_optimizer(name, twin, lr=0.1)
+    step = lean_step(optimizer)
+    for m, opt, fn in ((model, reference, reference.step), (twin, optimizer, step)):
+        g = torch.Generator().manual_seed(0)
+        for _ in range(3):
+            opt.zero_grad(set_to_none=True)
+            m(torch.randn(4, 1, 6, 6, generator=g)).sum().backward()
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
+                fn()
+    assert_same(model, reference, twin, optimizer)
+    assert twin[1].weight.t().is_contiguous()
+    copied = [e.input_shapes for e in prof.events() if e.name == "aten::copy_" and any(len(shape) == 2 for shape in e.input_shapes)]
+    assert copied == []  # torch.optim's own step copies the (5, 36) weight in and out

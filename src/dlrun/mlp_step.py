@@ -12,6 +12,7 @@ Any other model, loss, precision or device, or a model with hooks, takes the gen
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import torch
@@ -23,6 +24,11 @@ StepFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor
 
 _MEAN = 1  # ATen's reduction code for "mean"
 _IGNORE_INDEX = -100  # F.cross_entropy's default
+# The backward kernels autograd calls, by exact overload (resolving one per call costs ~8 us)
+_nll_loss_forward = torch.ops.aten.nll_loss_forward.default
+_nll_loss_backward = torch.ops.aten.nll_loss_backward.default
+_log_softmax_backward = torch.ops.aten._log_softmax_backward_data.default
+_relu_backward = torch.ops.aten.threshold_backward.grad_input  # grad where the ReLU's output > 0, else 0
 
 
 def relu_mlp_layers(model: nn.Module) -> list[nn.Linear] | None:
@@ -60,33 +66,53 @@ def mlp_step(model: nn.Module, loss_fn: Callable, precision: str, batch_size: in
         return None
     for p in params:  # written in place every step, so never zeroed
         p.grad = torch.empty_like(p)
-    widths = [layer.out_features for layer in layers]
-    outputs = [torch.empty(batch_size, w) for w in widths]  # each layer's output, after its ReLU
-    grads = [torch.empty(batch_size, w) for w in widths]  # the loss's gradient with respect to each
-    log_probs = torch.empty(batch_size, widths[-1])
+    full = _Buffers(layers, batch_size)
+    short: dict[int, _Buffers] = {}  # views for a last batch smaller than batch_size
     one = torch.ones(())
+    last = len(layers) - 1
 
     @torch.no_grad()
     def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n = len(y)
+        buf = full if n == batch_size else short.setdefault(n, full.first(n))
         inputs = [x.flatten(1)]  # (n, features): what each layer reads
-        for i, layer in enumerate(layers):  # F.linear is addmm(bias, x, W.t()); nn.ReLU is relu
-            out = torch.addmm(layer.bias, inputs[-1], layer.weight.t(), out=outputs[i][:n])
-            if i < len(layers) - 1:
+        for i, (weight_t, bias) in enumerate(buf.forward):  # F.linear is addmm(bias, x, W.t()); nn.ReLU is relu
+            out = torch.addmm(bias, inputs[-1], weight_t, out=buf.outputs[i])
+            if i < last:
                 out.relu_()
             inputs.append(out)
         logits = inputs[-1]
-        lp = torch.log_softmax(logits, 1, out=log_probs[:n])  # F.cross_entropy = log_softmax + nll_loss
-        loss, total_weight = torch.ops.aten.nll_loss_forward(lp, y, None, _MEAN, _IGNORE_INDEX)
-        grad_lp = torch.ops.aten.nll_loss_backward(one, lp, y, None, _MEAN, _IGNORE_INDEX, total_weight)
-        grad = torch.ops.aten._log_softmax_backward_data(grad_lp, lp, 1, torch.float32)  # (n, classes)
-        for i in reversed(range(len(layers))):  # addmm's backward, as autograd computes it
-            layer = layers[i]
-            torch.mm(grad.t(), inputs[i], out=layer.weight.grad)  # (out, in)
-            torch.sum(grad, 0, out=layer.bias.grad)
+        lp = torch.log_softmax(logits, 1, out=buf.log_probs)  # F.cross_entropy = log_softmax + nll_loss
+        loss, total_weight = _nll_loss_forward(lp, y, None, _MEAN, _IGNORE_INDEX)
+        grad_lp = _nll_loss_backward(one, lp, y, None, _MEAN, _IGNORE_INDEX, total_weight)
+        grad = _log_softmax_backward(grad_lp, lp, 1, torch.float32)  # (n, classes)
+        for i in range(last, -1, -1):  # addmm's backward, as autograd computes it
+            weight, weight_grad, bias_grad = buf.backward[i]
+            if weight_grad.is_contiguous():
+                torch.mm(grad.t(), inputs[i], out=weight_grad)  # (out, in)
+            else:  # an input-major weight (see models.input_major): (in, out), as it lies in memory
+                torch.mm(inputs[i].t(), grad, out=weight_grad.t())
+            torch.sum(grad, 0, out=bias_grad)
             if i > 0:
-                below = torch.mm(grad, layer.weight, out=grads[i - 1][:n])  # (n, in)
-                grad = torch.ops.aten.threshold_backward(below, inputs[i], 0.0, grad_input=below)  # ReLU's backward
+                below = torch.mm(grad, weight, out=buf.grads[i - 1])  # (n, in)
+                grad = _relu_backward(below, inputs[i], 0.0, grad_input=below)
         return loss, logits
 
     return step
+
+
+class _Buffers:
+    """Everything a step reads or writes besides its batch, looked up once, not every step."""
+
+    def __init__(self, layers: list[nn.Linear], batch_size: int):
+        self.forward = [(layer.weight.t(), layer.bias) for layer in layers]  # (in, out) views of the live weights
+        self.backward = [(layer.weight, layer.weight.grad, layer.bias.grad) for layer in layers]
+        self.outputs = [torch.empty(batch_size, layer.out_features) for layer in layers]  # after the ReLU
+        self.grads = [torch.empty(batch_size, layer.out_features) for layer in layers]  # of the loss, per output
+        self.log_probs = torch.empty(batch_size, layers[-1].out_features)
+
+    def first(self, n: int) -> _Buffers:
+        """The same buffers cut to the first n rows, for a short last batch."""
+        cut = copy.copy(self)
+        cut.outputs, cut.grads, cut.log_probs = [b[:n] for b in self.outputs], [b[:n] for b in self.grads], self.log_probs[:n]
+        return cut

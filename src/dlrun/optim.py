@@ -107,12 +107,15 @@ def lean_step(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
     if not _lean_supported(optimizer):
         return optimizer.step
     adam = isinstance(optimizer, torch.optim.Adam)  # AdamW is an Adam with decoupled weight decay
-    plan: list[tuple[dict, list[torch.Tensor], list[list[torch.Tensor]], torch.Tensor | None]] = []
+    plan: list[tuple[dict, list[torch.Tensor], list[list[torch.Tensor]], torch.Tensor | None, list[bool]]] = []
 
     def state_names(group: dict) -> tuple[str, ...]:
         if adam:
             return "exp_avg", "exp_avg_sq", "step"
         return ("momentum_buffer",) if group["momentum"] != 0 else ()
+
+    def as_laid_out(t: torch.Tensor, flip: bool) -> torch.Tensor:
+        return t.t() if flip and t.dim() == 2 else t
 
     def make_plan() -> bool:
         """Gather the state tensors, or return False if the optimizer has not made them yet."""
@@ -126,31 +129,36 @@ def lean_step(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
                 counter = torch.stack([optimizer.state[p]["step"] for p in params])
                 for i, p in enumerate(params):
                     optimizer.state[p]["step"] = counter[i]
-            plan.append((group, params, [[optimizer.state[p][name] for p in params] for name in names], counter))
+            # The kernels are elementwise but copy a non-contiguous tensor in and out (~0.4 ms for the
+            # MLP's input-major first layer, see models.input_major); a transposed view of every
+            # operand is contiguous there, and the update is the same.
+            flips = [p.dim() == 2 and not p.is_contiguous() and p.t().is_contiguous() for p in params]
+            state = [[as_laid_out(optimizer.state[p][name], f) for p, f in zip(params, flips, strict=True)] for name in names]
+            plan.append((group, [as_laid_out(p, f) for p, f in zip(params, flips, strict=True)], state, counter, flips))
         return True
 
     def step() -> None:
         if not plan and not make_plan():
             optimizer.step()  # the first step creates the state
             return
-        grads = [[p.grad for p in params] for _, params, _, _ in plan]
+        grads = [[p.grad for p in group["params"]] for group, *_ in plan]
         if any(g is None for group_grads in grads for g in group_grads):
             optimizer.step()
             return
-        for (group, params, state, counter), group_grads in zip(plan, grads, strict=True):
+        for (group, params, state, counter, flips), group_grads in zip(plan, grads, strict=True):
+            group_grads = [as_laid_out(g, f) for g, f in zip(group_grads, flips, strict=True)]
             if adam:
                 exp_avgs, exp_avg_sqs, steps = state
                 counter.add_(1)  # torch.optim's _foreach_add_ over the step tensors costs ~0.1 ms on a CPU
                 kernel = torch._fused_adamw_ if group.get("decoupled_weight_decay") else torch._fused_adam_
                 beta1, beta2 = group["betas"]
                 kernel(params, group_grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=group["lr"], beta1=beta1,
-                       beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
-                       grad_scale=None, found_inf=None)
+                       beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
             else:
                 buffers = state[0] if state else []  # no momentum: no buffers
                 torch._fused_sgd_(params, group_grads, buffers, weight_decay=group["weight_decay"], momentum=group["momentum"],
                                   lr=group["lr"], dampening=group["dampening"], nesterov=group["nesterov"], maximize=False,
-                                  is_first_step=False, grad_scale=None, found_inf=None)
+                                  is_first_step=False)
 
     return step
 
