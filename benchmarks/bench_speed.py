@@ -20,33 +20,49 @@ epoch = 48.8 GFLOP, over the measured training seconds, over the matmul GFLOP/s.
 layer's input gradient is never computed, so the real work is ~75% of that count.)
 The result goes to benchmarks/results/speed-<host>.json (or --out).
 
-What made the difference (torch.profiler and py-spy, 2 Xeon cores at 2.5 GHz, 1 thread, quiet):
+What made the difference (torch.profiler and py-spy on this 2-vCPU Xeon at 2.5 GHz; every
+change A/B-tested in one process, alternating chunks of steps, and checked to leave the metrics
+unchanged):
 
 * The tutorial spends ~90% of its time outside the model: every image goes through PIL and
-  ToTensor and the DataLoader collates 64 of them: ~11 s of its ~12.9 s epoch. dlrun holds MNIST
-  as one float tensor (209 MB, read from the IDX files without torchvision) and evaluates in
-  batches of 1024, so its test pass takes ~0.05 s instead of ~1.5 s.
-* dlrun's own loop, before and after this benchmark's findings (same process, alternating):
-  4.1-4.9 s -> 2.2-3.0 s per epoch, with identical metrics. The pieces:
-  - a batch was gathered with `x[idx]` (advanced indexing, ~180 us); `index_select` takes ~13 us;
-  - subnormal floats: Adam's moment estimates for weights fed by MNIST's nearly-always-black
-    border decay into subnormals (12% of the Adam state after one epoch), which x86 handles in
-    microcode; unflushed, epochs 2 and 3 ran ~1.5x slower than epoch 1. Now flushed to zero;
-  - one fused Adam launch for all parameters when there is no weight decay (the decay/no-decay
-    split cost a second launch and its Python every step), no autocast context in fp32 (~12 us),
-    two tensor ops per step for loss and accuracy instead of six.
-* Threads: with torch's default (one per core) both loops got slower here, the tutorial
-  12.9 -> 17.3 s and dlrun 2.1 -> 3.0 s per epoch: at batch 64 each op is too small to split,
-  and every OpenMP region pays a wake-up (and, when the other core is busy, a scheduler slice).
-  `--threads 1` (or OMP_NUM_THREADS=1 for dlrun itself) is the fast setting on this machine.
-* Where a 2.0 ms step goes now: gather 0.06 ms; forward 0.58 ms, of which matmuls 0.33 (the first
-  layer's x @ W.T alone 0.26 ms: MKL runs it 2.6x slower than x @ W with W stored transposed);
-  backward 0.75 ms, of which matmuls 0.19 and the rest autograd bookkeeping; zero_grad + fused Adam
-  0.6 ms (the kernel alone 0.35 ms; in the loop its 2.2 MB of state no longer sits in the 2 MB L2).
-  torch.compile of the model does not help on this CPU: 2.5 ms a step after a 9 s compile.
-  Measured against the 2048x2048 matmul (~120 GFLOP/s on one core), the matmul work is well
-  under half of each step: reaching 60% of it at batch 64 would need the step's framework
-  overhead (two thirds of it) gone, i.e. a hand-written fused MLP step, not a better loop.
+  ToTensor and the DataLoader collates 64 of them, ~11 s of its ~13-17 s epoch. dlrun holds MNIST
+  as one float tensor (209 MB, loaded once through torchvision's MNIST class) and evaluates in
+  batches of 1024, so its test pass takes ~0.06 s instead of ~1.5 s.
+* The loop, for every model: a batch is gathered with `index_select` (~13 us; `x[idx]` goes
+  through advanced indexing, ~180 us); subnormal floats are flushed (Adam's moment estimates for
+  weights fed by MNIST's always-black border decay into subnormals, which x86 handles in
+  microcode: unflushed, later epochs ran ~1.5x slower than the first); no autocast context in
+  fp32; two tensor ops per step for loss and accuracy instead of six.
+* The optimizer (`dlrun.optim.lean_step`, every model): torch.optim's Adam.step() wraps its
+  ~0.2 ms fused kernel in ~0.3 ms of Python (a profiler range, hook checks, per-parameter state
+  checks, grouping tensors by device, and a `_foreach_add_` of the step counts that alone takes
+  ~0.1 ms on a CPU). dlrun calls the same kernel on the optimizer's own state, bit-identical, and
+  counts steps with one add_ on a shared tensor.
+* The ReLU MLP's step written out (`dlrun.mlp_step`): autograd's graph, nn.Module dispatch and
+  fresh gradient tensors cost ~0.5 ms of a batch-64 step. The hand-written step calls autograd's
+  own kernels into buffers made once per epoch; losses and gradients are bit-identical.
+* The first layer's weight lies input-major (`dlrun.models.input_major`): MKL multiplies the
+  (64, 784) batch by a row-major (784, 128) matrix ~1.9x faster than by the transposed view of a
+  (128, 784) weight, with identical results. torch.optim's fused Adam would copy such a weight in
+  and out every step (~0.4 ms); lean_step hands it contiguous transposed views. Per step, in one
+  A/B: 1.72 -> 1.42 ms median.
+* Together: the same loop went from ~3.0 to ~1.5-2.0 ms per step (the range is the host's
+  drift, see the README).
+* Threads: before lean_step, one thread was faster than two for this model (the Python between
+  the kernels left the second core idle while each OpenMP region still paid its wake-up); with
+  less Python per step, two threads win again (1.83 against 2.17 ms per step, alternating in one
+  process), so torch's default is kept. The tutorial is slower with two threads.
+* Where a step goes now (profile, 1 thread): the 8 matrix products ~0.75 ms, the fused Adam
+  kernel ~0.25 ms (memory-bound: it reads and writes 3.8 MB of parameters, gradients and moments
+  per step), the batch gather ~0.1-0.17 ms (64 random rows of a 188 MB tensor), ~20 small
+  kernels and the Python between them ~0.4 ms. torch.compile does not help on this CPU (2.5 ms a
+  step after a 9 s compile).
+* Why 60% of the matmul throughput is not reached: that count credits every step with
+  6 x 135,680 x 64 = 52 MFLOP, a quarter of which (the first layer's input gradient) is never
+  computed, and the batch-64 products run below the 2048x2048 rate. The products, the Adam
+  kernel and the gather alone take ~1.1 ms a step, i.e. ~58% of an 80 GFLOP/s core by that
+  count, even if the ~20 small kernels and the Python between them cost nothing. More would need
+  the whole step fused into one compiled kernel.
 """
 
 from __future__ import annotations
