@@ -93,6 +93,39 @@ def test_subnormals_are_flushed_while_training_and_not_after():
     assert (tiny * 1.0).item() != 0.0
 
 
+DENORMALS_ON_TWO_THREADS = """
+import sys, numpy as np, torch
+from dlrun.device import flush_denormals_everywhere
+torch.set_num_threads(2)
+x = torch.from_numpy(np.full(1 << 20, 1e-39, dtype=np.float32))  # subnormal, made without torch's threads
+if sys.argv[1] == "late":
+    torch.ones(1 << 20).sum()  # torch starts its worker thread here
+flush_denormals_everywhere()
+print(int(((x * 1.0) != 0).sum()))  # half of this runs on the worker thread
+"""
+
+
+def test_subnormals_are_flushed_on_torchs_worker_threads_too():
+    def nonzero(when: str) -> int:
+        done = subprocess.run([sys.executable, "-c", DENORMALS_ON_TWO_THREADS, when], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return int(done.stdout)
+
+    assert nonzero("first") == 0  # as dlrun calls it: before torch's first parallel operation
+    assert nonzero("late") > 0  # set after the workers exist, the flag misses them
+
+
+def test_a_run_sets_the_flag_before_it_touches_any_data(run_dlrun, monkeypatch):
+    import dlrun.run
+
+    calls: list[str] = []
+    for name in ("flush_denormals_everywhere", "load_dataset"):
+        real = getattr(dlrun.run, name)
+        monkeypatch.setattr(dlrun.run, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+    run_dlrun(*QUICK, "debug=fast")
+    assert calls == ["flush_denormals_everywhere", "load_dataset"]
+
+
 def test_one_fused_group_without_weight_decay_and_two_with_it():
     model = build_model("mlp", (1, 8, 8), 10, hidden_sizes=[16])
     assert len(build_optimizer("adam", model, lr=0.01).param_groups) == 1

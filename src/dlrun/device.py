@@ -41,6 +41,20 @@ def set_threads(threads: int) -> int:
     return before
 
 
+def flush_denormals_everywhere() -> None:
+    """Flush subnormal floats to zero in this thread and in every CPU worker thread torch starts.
+
+    x86 CPUs handle subnormals (< 1.2e-38) through a slow microcode path, and Adam's moment
+    estimates for weights that rarely see a non-zero input (MNIST's black border) decay into them
+    (see train.flush_denormals). The flag is per thread; a new thread copies it from the thread
+    that creates it, and torch creates its OpenMP workers at its first parallel operation. Called
+    before that (dlrun calls it before loading any data), it reaches every worker; called later,
+    only this thread. With two threads the MNIST MLP's epochs after the first ran at 2.5-3.2 s
+    instead of 1.5-1.8 s when the workers did not flush. The results were the same.
+    """
+    torch.set_flush_denormal(True)
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python's and torch's generators; return the CPU generator that orders the training data."""
     random.seed(seed)

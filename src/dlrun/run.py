@@ -20,7 +20,7 @@ from rich.console import Console
 from dlrun.config import ConfigError, validate
 from dlrun.console import Reporter
 from dlrun.data import Data, load_dataset
-from dlrun.device import describe, resolve_device, seed_everything, set_threads
+from dlrun.device import describe, flush_denormals_everywhere, resolve_device, seed_everything, set_threads
 from dlrun.errors import DlrunError
 from dlrun.models import build_model, count_parameters
 from dlrun.optim import build_optimizer
@@ -217,6 +217,7 @@ def execute(cfg: DictConfig, run_dir: Path, *, console: Console | None = None, o
     if touched:
         recorder.write_summary(summary)
     progress = Progress()
+    flush_denormals_everywhere()  # before torch starts its CPU worker threads, so that they flush too
     threads_before = set_threads(cfg.device.threads)
     try:
         device = resolve_device(cfg.device.name)
@@ -263,6 +264,7 @@ def execute(cfg: DictConfig, run_dir: Path, *, console: Console | None = None, o
         raise
     finally:
         set_threads(threads_before)
+        torch.set_flush_denormal(False)  # this thread's default again, for callers in the same process
         summary["epochs_completed"] = progress.epoch
         summary["ended_at"] = now()
         if touched:

@@ -78,6 +78,8 @@ def flush_denormals():
     slow microcode path. After one MNIST epoch ~12% of the MLP's Adam state is subnormal, which made
     later epochs up to 1.5x slower than the first. Flushing them changes no result that matters.
     torch offers no getter for this flag, so it is restored to its default (off) afterwards.
+    The flag is the calling thread's; `dlrun.device.flush_denormals_everywhere` reaches torch's
+    CPU worker threads as well.
     """
     torch.set_flush_denormal(True)
     try:
