@@ -46,12 +46,17 @@ unchanged):
   (128, 784) weight, with identical results. torch.optim's fused Adam would copy such a weight in
   and out every step (~0.4 ms); lean_step hands it contiguous transposed views. Per step, in one
   A/B: 1.72 -> 1.42 ms median.
-* Together: the same loop went from ~3.0 to ~1.5-2.0 ms per step (the range is the host's
-  drift, see the README).
-* Threads: before lean_step, one thread was faster than two for this model (the Python between
-  the kernels left the second core idle while each OpenMP region still paid its wake-up); with
-  less Python per step, two threads win again (1.83 against 2.17 ms per step, alternating in one
-  process), so torch's default is kept. The tutorial is slower with two threads.
+* Subnormals on the worker threads (`dlrun.device.flush_denormals_everywhere`): the flush flag is
+  per thread, and a new thread copies it from its creator. Set only around the training loop,
+  it missed torch's OpenMP workers (started at the first parallel operation, while loading
+  data), so with two threads the Adam kernel's second half still met subnormals and epochs after
+  the first ran at 2.5-3.2 s instead of 1.5-1.8 s. A run now sets it before touching any data.
+* Together: ~3.0 ms per step before, ~1.3-2.2 ms now (the range is the host's drift).
+* Threads: with less Python per step and the workers flushing subnormals, two threads beat one
+  on this machine: 4 alternating pairs of 3-epoch `dlrun experiment=seed_mnist` runs gave epoch
+  medians of 1.09-1.36 s with two threads against 1.49-1.82 s with one. One thread had been
+  faster while the Python between kernels left the second core idle and each OpenMP region
+  still paid its wake-up. The tutorial is slower with two threads.
 * Where a step goes now (profile, 1 thread): the 8 matrix products ~0.75 ms, the fused Adam
   kernel ~0.25 ms (memory-bound: it reads and writes 3.8 MB of parameters, gradients and moments
   per step), the batch gather ~0.1-0.17 ms (64 random rows of a 188 MB tensor), ~20 small
