@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
@@ -86,19 +87,33 @@ def test_lean_step_follows_a_changed_learning_rate():
     assert_same(model, reference, twin, optimizer)
 
 
+def step_both(model: nn.Module, name: str, loss, steps: int, around_step=contextlib.nullcontext):
+    """Train `model` with optimizer.step() and a copy of it with lean_step on the same batches.
+
+    `loss(model, i, generator)` gives step i's loss; `around_step()` is entered around each step.
+    Returns the reference optimizer, the copy and its optimizer.
+    """
+    twin = copy.deepcopy(model)
+    reference, optimizer = build_optimizer(name, model, lr=0.1), build_optimizer(name, twin, lr=0.1)
+    for m, opt, step in ((model, reference, reference.step), (twin, optimizer, lean_step(optimizer))):
+        g = torch.Generator().manual_seed(0)
+        for i in range(steps):
+            opt.zero_grad(set_to_none=True)
+            loss(m, i, g).backward()
+            with around_step():
+                step()
+    return reference, twin, optimizer
+
+
 @pytest.mark.parametrize("name", ["momentum", "adam"])
 def test_a_parameter_without_a_gradient_takes_the_full_step(name):
     model = nn.Sequential(nn.Linear(6, 3), nn.Linear(6, 3))
-    twin = copy.deepcopy(model)
-    reference, optimizer = build_optimizer(name, model, lr=0.1), build_optimizer(name, twin, lr=0.1)
-    step = lean_step(optimizer)
-    for m, opt, fn in ((model, reference, reference.step), (twin, optimizer, step)):
-        g = torch.Generator().manual_seed(0)
-        for i in range(6):
-            opt.zero_grad(set_to_none=True)
-            x = torch.randn(4, 6, generator=g)
-            (m[0](x).sum() + (m[1](x).sum() if i in (0, 1, 4) else 0)).backward()  # the second layer rests in steps 2, 3, 5
-            fn()
+
+    def loss(m, i, g):  # the second layer rests in steps 2, 3 and 5
+        x = torch.randn(4, 6, generator=g)
+        return m[0](x).sum() + (m[1](x).sum() if i in (0, 1, 4) else 0)
+
+    reference, twin, optimizer = step_both(model, name, loss, steps=6)
     assert_same(model, reference, twin, optimizer)
 
 
@@ -131,17 +146,14 @@ def test_clear_grads_sets_every_gradient_to_none():
 def test_an_input_major_weight_is_updated_in_place_without_copies(name):
     torch.manual_seed(0)
     model = build_model("mlp", (1, 6, 6), 3, hidden_sizes=[5])  # its first weight is input-major
-    twin = copy.deepcopy(model)
-    reference, optimizer = build_optimizer(name, model, lr=0.1), build_optimizer(name, twin, lr=0.1)
-    step = lean_step(optimizer)
-    for m, opt, fn in ((model, reference, reference.step), (twin, optimizer, step)):
-        g = torch.Generator().manual_seed(0)
-        for _ in range(3):
-            opt.zero_grad(set_to_none=True)
-            m(torch.randn(4, 1, 6, 6, generator=g)).sum().backward()
-            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
-                fn()
+    profiles = []
+
+    def profiled():
+        profiles.append(torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True))
+        return profiles[-1]
+
+    reference, twin, optimizer = step_both(model, name, lambda m, i, g: m(torch.randn(4, 1, 6, 6, generator=g)).sum(), 3, profiled)
     assert_same(model, reference, twin, optimizer)
     assert twin[1].weight.t().is_contiguous()
-    copied = [e.input_shapes for e in prof.events() if e.name == "aten::copy_" and any(len(shape) == 2 for shape in e.input_shapes)]
+    copied = [e.input_shapes for e in profiles[-1].events() if e.name == "aten::copy_" and any(len(shape) == 2 for shape in e.input_shapes)]
     assert copied == []  # torch.optim's own step copies the (5, 36) weight in and out
