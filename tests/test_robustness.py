@@ -45,15 +45,19 @@ def wait_for_epochs(run_dir: Path, epochs: int, proc: subprocess.Popen, timeout:
 LONG = ["trainer.epochs=2000", "trainer.plots=false", "trainer.batch_size=16"]
 
 
-@pytest.mark.parametrize(("signals", "code"), [([signal.SIGINT], 130), ([signal.SIGTERM], 143), ([signal.SIGINT, signal.SIGINT], 130)],
-                         ids=["ctrl-c", "sigterm", "ctrl-c-twice"])
-def test_interrupt_leaves_a_valid_folder_and_exit_code(tmp_path, signals, code):
+@pytest.mark.parametrize(("signals", "gap", "code"), [
+    ([signal.SIGINT], 0, 130),
+    ([signal.SIGTERM], 0, 143),
+    ([signal.SIGINT, signal.SIGINT], 0.01, 130),
+    ([signal.SIGINT, signal.SIGINT], 0.3, 130),  # the second one while the process is exiting
+], ids=["ctrl-c", "sigterm", "ctrl-c-twice", "ctrl-c-twice-late"])
+def test_interrupt_leaves_a_valid_folder_and_exit_code(tmp_path, signals, gap, code):
     run_dir = tmp_path / "run"
     proc = start([*LONG, f"hydra.run.dir={run_dir}"], tmp_path)
     wait_for_epochs(run_dir, 2, proc)
     for sig in signals:
         proc.send_signal(sig)
-        time.sleep(0.01)
+        time.sleep(gap)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err
     assert "Traceback" not in err and "interrupted" in err
@@ -63,6 +67,31 @@ def test_interrupt_leaves_a_valid_folder_and_exit_code(tmp_path, signals, code):
     assert summary["epochs_completed"] == len(rows) >= 2
     last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert last["epoch"] == len(rows)
+
+
+@pytest.mark.parametrize("process_ends", [True, False])
+def test_after_a_stop_a_late_signal_is_ignored_only_where_the_process_ends(process_ends):
+    from dlrun.signals import Interrupted, stop_on_signals
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(Interrupted), stop_on_signals(process_ends_after_a_stop=process_ends) as stop:
+            stop.handle(signal.SIGINT, None)  # the first Ctrl-C
+            stop.check()  # the next safe point
+        after = {s: signal.getsignal(s) for s in before}
+        assert after == ({s: signal.SIG_IGN for s in before} if process_ends else before)
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
+def test_a_run_that_was_not_stopped_restores_the_handlers():
+    from dlrun.signals import stop_on_signals
+
+    before = signal.getsignal(signal.SIGINT)
+    with stop_on_signals(process_ends_after_a_stop=True):
+        assert signal.getsignal(signal.SIGINT) != before
+    assert signal.getsignal(signal.SIGINT) == before
 
 
 def test_kill_9_keeps_every_finished_epoch_whole(tmp_path):

@@ -39,7 +39,7 @@ def task(cfg) -> dict | None:
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     overrides = list(hydra_cfg.overrides.task)
     try:
-        with stop_on_signals() as stop:
+        with stop_on_signals(process_ends_after_a_stop=True) as stop:
             return _run(cfg, run_dir, overrides, stop)
     except Interrupted as err:
         print(f"dlrun: interrupted; the finished epochs are in {run_dir}", file=sys.stderr)

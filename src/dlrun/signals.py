@@ -47,8 +47,14 @@ class StopRequest:
 
 
 @contextmanager
-def stop_on_signals() -> Iterator[StopRequest]:
-    """Install the handlers for the duration of a run (main thread only; elsewhere a no-op)."""
+def stop_on_signals(process_ends_after_a_stop: bool = False) -> Iterator[StopRequest]:
+    """Install the handlers for the duration of a run (main thread only; elsewhere a no-op).
+
+    With `process_ends_after_a_stop` (the command line, which exits once a run has stopped), a
+    stopped run leaves further SIGINT and SIGTERM ignored instead of restoring Python's handler:
+    a second Ctrl-C that lands while the process is exiting has nothing left to stop, and would
+    otherwise print a KeyboardInterrupt traceback from the interpreter's shutdown.
+    """
     request = StopRequest()
     if threading.current_thread() is not threading.main_thread():
         yield request
@@ -58,4 +64,4 @@ def stop_on_signals() -> Iterator[StopRequest]:
         yield request
     finally:
         for s, handler in previous.items():
-            signal.signal(s, handler)
+            signal.signal(s, signal.SIG_IGN if process_ends_after_a_stop and request() else handler)
