@@ -107,9 +107,10 @@ class _Buffers:
     def __init__(self, layers: list[nn.Linear], batch_size: int):
         self.forward = [(layer.weight.t(), layer.bias) for layer in layers]  # (in, out) views of the live weights
         self.backward = [(layer.weight, layer.weight.grad, layer.bias.grad) for layer in layers]
-        self.outputs = [torch.empty(batch_size, layer.out_features) for layer in layers]  # after the ReLU
-        self.grads = [torch.empty(batch_size, layer.out_features) for layer in layers]  # of the loss, per output
-        self.log_probs = torch.empty(batch_size, layers[-1].out_features)
+        self.outputs = [layer.weight.new_empty(batch_size, layer.out_features) for layer in layers]  # after the ReLU
+        # the loss's gradient with respect to each hidden layer's output (the last layer's comes from the loss)
+        self.grads = [layer.weight.new_empty(batch_size, layer.out_features) for layer in layers[:-1]]
+        self.log_probs = layers[-1].weight.new_empty(batch_size, layers[-1].out_features)
 
     def first(self, n: int) -> _Buffers:
         """The same buffers cut to the first n rows, for a short last batch."""

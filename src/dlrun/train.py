@@ -8,9 +8,9 @@ the end of the epoch.
 What keeps a small model's step cheap on a CPU (measured with torch.profiler; see
 benchmarks/bench_speed.py): batches gathered with `index_select` (a plain copy, where `x[idx]`
 goes through advanced indexing), no autocast context at all in fp32, two tensor ops per step for
-the metrics instead of six, subnormal floats flushed to zero (see `flush_denormals`), and the
-fused optimizer kernel called without torch.optim's Python around it (`dlrun.optim.lean_step`),
-and, for the plain ReLU MLP, a hand-written forward and backward (`dlrun.mlp_step`).
+the metrics instead of six, subnormal floats flushed to zero (see `flush_denormals`), the fused
+optimizer kernel called without torch.optim's Python around it (`dlrun.optim.lean_step`), and,
+for the plain ReLU MLP, a hand-written forward and backward (`dlrun.mlp_step`).
 """
 
 from __future__ import annotations
