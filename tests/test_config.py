@@ -108,3 +108,9 @@ def test_cfg_job_prints_the_composed_config(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "variant: simple" in result.stdout and "name: cnn" in result.stdout
     assert not (tmp_path / "outputs").exists()  # printing the config makes no run folder
+
+
+def test_a_removed_group_choice_is_one_line(compose_cfg):
+    cfg = compose_cfg("~model")
+    with pytest.raises(ConfigError, match=r"^model has no option chosen; choose one with model=NAME$"):
+        validate(cfg)

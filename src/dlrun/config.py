@@ -265,6 +265,9 @@ def check_keys(cfg: DictConfig) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first unknown key or the first value out of range."""
+    missing = [name for name in cfg if OmegaConf.is_missing(cfg, name)]
+    if missing:  # e.g. `~model=` removed a group's choice
+        raise ConfigError(f"{missing[0]} has no option chosen; choose one with {missing[0]}=NAME")
     check_keys(cfg)
     for key, allowed in CHOICES.items():
         value = OmegaConf.select(cfg, key)
