@@ -32,8 +32,8 @@ def resolve_device(name: str) -> torch.device:
 def set_threads(threads: int) -> int:
     """Use `threads` CPU threads (0 keeps torch's default) and return the count before, to restore.
 
-    One thread is often faster for small models on few cores, and keeps parallel jobs from
-    oversubscribing the CPU.
+    Fewer threads keep parallel jobs from oversubscribing the CPU; which count is fastest for one
+    small model depends on the machine (see README's Speed section).
     """
     before = torch.get_num_threads()
     if threads > 0:
