@@ -37,22 +37,40 @@ from pathlib import Path
 
 from rich.console import Console
 
-from dlrun import report
-from dlrun.query import differing_keys, group_runs, sort_items
-from dlrun.runs import find_runs
-from dlrun.table import print_table
+from dlrun.analysis import report
+from dlrun.analysis.query import differing_keys, group_runs, sort_items
+from dlrun.analysis.runfolder import find_runs
+from dlrun.analysis.table import print_table
 
 CONFIG = {
     "seed": 0,
-    "dataset": {"name": "mnist", "root": "data", "download": False, "val_fraction": 0.1, "test_fraction": 0.0,
-                "normalize": False, "split_seed": 0},
+    "dataset": {
+        "name": "mnist",
+        "root": "data",
+        "download": False,
+        "val_fraction": 0.1,
+        "test_fraction": 0.0,
+        "normalize": False,
+        "split_seed": 0,
+    },
     "model": {"name": "mlp", "hidden_sizes": [128, 256], "activation": "relu", "negative_slope": 0.01},
     "optimizer": {"name": "adam", "lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-08},
     "regularization": {"l1": 0.0, "l2": 0.0, "dropout": 0.0, "batchnorm": False},
     "device": {"name": "auto"},
-    "trainer": {"epochs": 10, "batch_size": 64, "eval_batch_size": 1024, "loss": "cross_entropy", "shuffle": True,
-                "limit_train_batches": 0, "limit_eval_batches": 0, "precision": "fp32", "compile": False,
-                "checkpoints": True, "plots": True, "progress": "auto"},
+    "trainer": {
+        "epochs": 10,
+        "batch_size": 64,
+        "eval_batch_size": 1024,
+        "loss": "cross_entropy",
+        "shuffle": True,
+        "limit_train_batches": 0,
+        "limit_eval_batches": 0,
+        "precision": "fp32",
+        "compile": False,
+        "checkpoints": True,
+        "plots": True,
+        "progress": "auto",
+    },
 }
 
 
@@ -65,25 +83,38 @@ def write_run(folder: Path, rng: random.Random, lr: float, dropout: float, seed:
     rows, acc = [], 0.5
     for epoch in range(1, done + 1):
         acc = min(0.995, acc + rng.uniform(0.0, 0.1))
-        rows.append({"epoch": epoch, "train/loss": 1 - acc + 0.01, "train/acc": acc - 0.01, "val/loss": 1 - acc,
-                     "val/acc": acc, "lr": lr})
+        rows.append({"epoch": epoch, "train/loss": 1 - acc + 0.01, "train/acc": acc - 0.01, "val/loss": 1 - acc, "val/acc": acc, "lr": lr})
     with open(folder / "metrics.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["epoch", "train/loss", "train/acc", "val/loss", "val/acc", "lr"], lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     config = json.loads(json.dumps(CONFIG))
     config["seed"], config["optimizer"]["lr"], config["regularization"]["dropout"] = seed, lr, dropout
-    summary = {"status": status, "experiment": f"mlp + adam (lr {lr:g}) on mnist", "command": "dlrun -m ...",
-               "started_at": "2026-11-26T14:00:00+00:00", "epochs": epochs, "epochs_completed": 0 if status == "running" else done,
-               "seed": seed, "overrides": overrides, "config": config, "device": "cuda:0 (NVIDIA H100)", "params": 235146,
-               "versions": {"python": "3.11.7", "torch": "2.5.1", "dlrun": "0.1.0"}, "git_commit": "0" * 40,
-               "data": {"name": "mnist", "train": 54000, "val": 6000, "test": 10000, "input_shape": [1, 28, 28], "classes": 10}}
+    summary = {
+        "status": status,
+        "experiment": f"mlp + adam (lr {lr:g}) on mnist",
+        "command": "dlrun -m ...",
+        "started_at": "2026-11-26T14:00:00+00:00",
+        "epochs": epochs,
+        "epochs_completed": 0 if status == "running" else done,
+        "seed": seed,
+        "overrides": overrides,
+        "config": config,
+        "device": "cuda:0 (NVIDIA H100)",
+        "params": 235146,
+        "versions": {"python": "3.11.7", "torch": "2.5.1", "dlrun": "0.1.0"},
+        "git_commit": "0" * 40,
+        "data": {"name": "mnist", "train": 54000, "val": 6000, "test": 10000, "input_shape": [1, 28, 28], "classes": 10},
+    }
     if status == "completed":
         best = max(rows, key=lambda r: r["val/acc"])
-        summary |= {"final": rows[-1], "best": {"epoch": best["epoch"], "val/loss": best["val/loss"], "val/acc": best["val/acc"]},
-                    "test": {"loss": 1 - acc, "acc": acc - 0.002, "examples": 10000},
-                    "timing": {"wall_s": rng.uniform(30, 300), "train_s": 25.0, "eval_s": 2.0, "epoch_s_median": 2.5,
-                               "samples_per_s": 50000.0}, "ended_at": "2026-11-26T14:05:00+00:00"}
+        summary |= {
+            "final": rows[-1],
+            "best": {"epoch": best["epoch"], "val/loss": best["val/loss"], "val/acc": best["val/acc"]},
+            "test": {"loss": 1 - acc, "acc": acc - 0.002, "examples": 10000},
+            "timing": {"wall_s": rng.uniform(30, 300), "train_s": 25.0, "eval_s": 2.0, "epoch_s_median": 2.5, "samples_per_s": 50000.0},
+            "ended_at": "2026-11-26T14:05:00+00:00",
+        }
     elif status == "failed":
         summary |= {"error": "RuntimeError: CUDA out of memory", "timing": {"wall_s": 5.0}}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -147,8 +178,10 @@ def main() -> None:
         command = [sys.executable, "-m", "dlrun", "compare", str(root)]
         command_s, _ = timed(lambda: subprocess.run(command, capture_output=True, check=True), 3)
         print(f"n = {args.runs} runs, {args.epochs} epochs each; median of {args.repeats} (command: of 3)")
-        print(f"read {read_s:.3f} s, table {table_s:.3f} s ({text.count(chr(10))} lines), group {group_s:.3f} s, "
-              f"csv {csv_s:.3f} s; whole command in a fresh process {command_s:.2f} s")
+        print(
+            f"read {read_s:.3f} s, table {table_s:.3f} s ({text.count(chr(10))} lines), group {group_s:.3f} s, "
+            f"csv {csv_s:.3f} s; whole command in a fresh process {command_s:.2f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ ToTensor, a DataLoader (batch 64, shuffled) for training and one (batch 64) for 
 784-128-256-10 ReLU MLP, Adam(lr=0.01) with torch's defaults, cross-entropy, and every epoch a pass
 over the 60000 training images then the 10000 test images. Arm B is `dlrun experiment=seed_mnist`
 (the same model, optimizer, batch, data and per-epoch test pass; val_fraction 0), run in-process
-through Hydra's compose API and `dlrun.run.execute`, timed by dlrun's own summary.json. Each arm
+through Hydra's compose API and `dlrun.training.recipe.execute`, timed by dlrun's own summary.json. Each arm
 runs in a fresh process with the same torch thread count, in the order A B A B ..., one
 repetition per seed; a repetition's epoch time is the median of its epochs. The parent process
 measures the fp32 matmul throughput (2048x2048, median of 5) before and after, so the training
@@ -33,20 +33,20 @@ unchanged):
   weights fed by MNIST's always-black border decay into subnormals, which x86 handles in
   microcode: unflushed, later epochs ran ~1.5x slower than the first); no autocast context in
   fp32; two tensor ops per step for loss and accuracy instead of six.
-* The optimizer (`dlrun.optim.lean_step`, every model): torch.optim's Adam.step() wraps its
+* The optimizer (`dlrun.training.optim.lean_step`, every model): torch.optim's Adam.step() wraps its
   ~0.2 ms fused kernel in ~0.3 ms of Python (a profiler range, hook checks, per-parameter state
   checks, grouping tensors by device, and a `_foreach_add_` of the step counts that alone takes
   ~0.1 ms on a CPU). dlrun calls the same kernel on the optimizer's own state, bit-identical, and
   counts steps with one add_ on a shared tensor.
-* The ReLU MLP's step written out (`dlrun.mlp_step`): autograd's graph, nn.Module dispatch and
+* The ReLU MLP's step written out (`dlrun.training.mlp_step`): autograd's graph, nn.Module dispatch and
   fresh gradient tensors cost ~0.5 ms of a batch-64 step. The hand-written step calls autograd's
   own kernels into buffers made once per epoch; losses and gradients are bit-identical.
-* The first layer's weight lies input-major (`dlrun.models.input_major`): MKL multiplies the
+* The first layer's weight lies input-major (`dlrun.training.models.input_major`): MKL multiplies the
   (64, 784) batch by a row-major (784, 128) matrix ~1.9x faster than by the transposed view of a
   (128, 784) weight, with identical results. torch.optim's fused Adam would copy such a weight in
   and out every step (~0.4 ms); lean_step hands it contiguous transposed views. Per step, in one
   A/B: 1.72 -> 1.42 ms median.
-* Subnormals on the worker threads (`dlrun.device.flush_denormals_everywhere`): the flush flag is
+* Subnormals on the worker threads (`dlrun.training.device.flush_denormals_everywhere`): the flush flag is
   per thread, and a new thread copies it from its creator. Set only around the training loop,
   it missed torch's OpenMP workers (started at the first parallel operation, while loading
   data), so with two threads the Adam kernel's second half still met subnormals and epochs after
@@ -138,7 +138,7 @@ def tutorial_arm(root: Path, epochs: int, seed: int) -> dict:
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
 
-    from dlrun.data import torchvision_idx_root
+    from dlrun.training.data import torchvision_idx_root
 
     torch.manual_seed(seed)
     found = torchvision_idx_root("MNIST", root)  # the same files dlrun reads (extracted once if .gz)
@@ -185,11 +185,21 @@ def tutorial_arm(root: Path, epochs: int, seed: int) -> dict:
                 _, predicted = torch.max(model(images), 1)
                 total += labels.size(0)
                 correct += (predicted == labels).sum().item()
-        rows.append({"train_s": trained - start, "test_s": time.perf_counter() - trained,
-                     "train_loss": running_loss / len(train_loader), "test_acc": correct / total})
-    return {"epochs": rows, "epoch_s_median": statistics.median(r["train_s"] + r["test_s"] for r in rows),
-            "train_s_per_epoch": sum(r["train_s"] for r in rows) / epochs,
-            "test_s_per_epoch": sum(r["test_s"] for r in rows) / epochs, "test_acc": rows[-1]["test_acc"]}
+        rows.append(
+            {
+                "train_s": trained - start,
+                "test_s": time.perf_counter() - trained,
+                "train_loss": running_loss / len(train_loader),
+                "test_acc": correct / total,
+            }
+        )
+    return {
+        "epochs": rows,
+        "epoch_s_median": statistics.median(r["train_s"] + r["test_s"] for r in rows),
+        "train_s_per_epoch": sum(r["train_s"] for r in rows) / epochs,
+        "test_s_per_epoch": sum(r["test_s"] for r in rows) / epochs,
+        "test_acc": rows[-1]["test_acc"],
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,18 +221,30 @@ def dlrun_arm(root: Path, epochs: int, seed: int) -> dict:
     import torch  # noqa: F401  (imported before the RSS baseline, as the tutorial arm's imports are)
     from rich.console import Console
 
-    from dlrun.run import execute
+    from dlrun.training.recipe import execute
 
-    overrides = ["experiment=seed_mnist", f"dataset.root={root}", f"trainer.epochs={epochs}", f"seed={seed}",
-                 "device=cpu", "trainer.progress=off", "trainer.plots=false"]
+    overrides = [
+        "experiment=seed_mnist",
+        f"dataset.root={root}",
+        f"trainer.epochs={epochs}",
+        f"seed={seed}",
+        "device=cpu",
+        "trainer.progress=off",
+        "trainer.plots=false",
+    ]
     cfg = compose(overrides)
     baseline = rss_mb()
     with tempfile.TemporaryDirectory(prefix="dlrun-bench-") as run_dir:
         summary = execute(cfg, Path(run_dir), console=Console(quiet=True), overrides=overrides)
     timing = summary["timing"]
-    return {"epoch_s_median": timing["epoch_s_median"], "train_s_per_epoch": timing["train_s"] / epochs,
-            "test_s_per_epoch": timing["eval_s"] / epochs, "test_acc": summary["test"]["acc"],
-            "rss_before_run_mb": baseline, "device": summary["device"]}
+    return {
+        "epoch_s_median": timing["epoch_s_median"],
+        "train_s_per_epoch": timing["train_s"] / epochs,
+        "test_s_per_epoch": timing["eval_s"] / epochs,
+        "test_acc": summary["test"]["acc"],
+        "rss_before_run_mb": baseline,
+        "device": summary["device"],
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,10 +256,10 @@ def profile_dlrun(root: Path, steps: int = 300) -> None:
     import torch.nn.functional as F
     from torch.profiler import ProfilerActivity, profile
 
-    from dlrun.data import load_dataset
-    from dlrun.models import build_model
-    from dlrun.optim import build_optimizer
-    from dlrun.train import StepSettings, train_one_epoch
+    from dlrun.training.data import load_dataset
+    from dlrun.training.models import build_model
+    from dlrun.training.optim import build_optimizer
+    from dlrun.training.steps import StepSettings, train_one_epoch
 
     data = load_dataset("mnist", root=root, device=torch.device("cpu"), val_fraction=0.0)
     torch.manual_seed(0)
@@ -262,12 +284,12 @@ def speedrun(root: Path, reps: int, overrides: list[str], target: float = 0.99) 
     evaluate on the test set after each epoch (not timed), and note when `target` is first reached."""
     import torch
 
-    from dlrun.data import load_dataset
-    from dlrun.device import resolve_device
-    from dlrun.models import build_model
-    from dlrun.optim import build_optimizer
-    from dlrun.run import dataset_kwargs, model_kwargs, optimizer_kwargs
-    from dlrun.train import StepSettings, evaluate, make_loss, train_one_epoch
+    from dlrun.training.data import load_dataset
+    from dlrun.training.device import resolve_device
+    from dlrun.training.models import build_model
+    from dlrun.training.optim import build_optimizer
+    from dlrun.training.recipe import dataset_kwargs, model_kwargs, optimizer_kwargs
+    from dlrun.training.steps import StepSettings, evaluate, make_loss, train_one_epoch
 
     cfg = compose(["experiment=mnist_speedrun", f"dataset.root={root}", *overrides])
     trainer = cfg.trainer
@@ -306,18 +328,32 @@ def speedrun(root: Path, reps: int, overrides: list[str], target: float = 0.99) 
             if reached is None and acc >= target:
                 reached = {"epoch": epoch, "train_s": elapsed}
         runs.append({"seed": seed, "warmup_s": warmup_s, "epochs": epochs, "reached": reached, "final_acc": epochs[-1]["test_acc"]})
-        hit = (f"{target:.0%} after {reached['epoch']} epochs, {reached['train_s']:.3f} s of training" if reached
-               else f"never reached {target:.0%}")
-        print(f"seed {seed}: {hit}; final test acc {epochs[-1]['test_acc']:.2%}; "
-              f"{statistics.median(e['images_per_s'] for e in epochs):,.0f} training images/s; warm-up {warmup_s:.1f} s", flush=True)
+        hit = (
+            f"{target:.0%} after {reached['epoch']} epochs, {reached['train_s']:.3f} s of training"
+            if reached
+            else f"never reached {target:.0%}"
+        )
+        print(
+            f"seed {seed}: {hit}; final test acc {epochs[-1]['test_acc']:.2%}; "
+            f"{statistics.median(e['images_per_s'] for e in epochs):,.0f} training images/s; warm-up {warmup_s:.1f} s",
+            flush=True,
+        )
     times = [r["reached"]["train_s"] for r in runs if r["reached"]]
-    result = {"device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
-              "overrides": list(overrides), "precision": trainer.precision, "compile": trainer.compile, "runs": runs,
-              "reached": f"{len(times)}/{reps}", "time_to_target_s_median": statistics.median(times) if times else None,
-              "images_per_s_median": statistics.median(e["images_per_s"] for r in runs for e in r["epochs"])}
+    result = {
+        "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+        "overrides": list(overrides),
+        "precision": trainer.precision,
+        "compile": trainer.compile,
+        "runs": runs,
+        "reached": f"{len(times)}/{reps}",
+        "time_to_target_s_median": statistics.median(times) if times else None,
+        "images_per_s_median": statistics.median(e["images_per_s"] for r in runs for e in r["epochs"]),
+    }
     median = f"{result['time_to_target_s_median']:.3f} s" if times else "-"
-    print(f"time to {target:.0%} test accuracy: median {median} ({result['reached']} runs reached it) on {result['device']}, "
-          f"precision {trainer.precision}, compile {trainer.compile}; {result['images_per_s_median']:,.0f} training images/s")
+    print(
+        f"time to {target:.0%} test accuracy: median {median} ({result['reached']} runs reached it) on {result['device']}, "
+        f"precision {trainer.precision}, compile {trainer.compile}; {result['images_per_s_median']:,.0f} training images/s"
+    )
     return result
 
 
@@ -330,8 +366,22 @@ def run_arm(arm: str, root: Path, epochs: int, seed: int, threads: int) -> dict:
     if threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--arm", arm, "--root", str(root), "--epochs", str(epochs),
-               "--seed", str(seed), "--threads", str(threads), "--result", out.name]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--arm",
+            arm,
+            "--root",
+            str(root),
+            "--epochs",
+            str(epochs),
+            "--seed",
+            str(seed),
+            "--threads",
+            str(threads),
+            "--result",
+            out.name,
+        ]
         subprocess.run(cmd, check=True, env=env, cwd=REPO)
         return json.loads(Path(out.name).read_text())
 
@@ -353,10 +403,18 @@ def spread(values: list[float]) -> dict:
 def machine() -> dict:
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return {"host": socket.gethostname(), "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "platform": platform.platform()}
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+        platform.processor(),
+    )
+    return {
+        "host": socket.gethostname(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+    }
 
 
 def compare(args: argparse.Namespace) -> dict:
@@ -371,15 +429,19 @@ def compare(args: argparse.Namespace) -> dict:
         for arm in ("tutorial", "dlrun"):
             result = run_arm(arm, args.root, args.epochs, rep, args.threads)
             reps[arm].append(result)
-            print(f"rep {rep + 1}/{args.reps} {arm:8s}: epoch {result['epoch_s_median']:.2f} s (train {result['train_s_per_epoch']:.2f}, "
-                  f"test {result['test_s_per_epoch']:.2f}), test acc {result['test_acc']:.2%}, peak RSS {result['peak_rss_mb']:.0f} MB",
-                  flush=True)
+            print(
+                f"rep {rep + 1}/{args.reps} {arm:8s}: epoch {result['epoch_s_median']:.2f} s (train {result['train_s_per_epoch']:.2f}, "
+                f"test {result['test_s_per_epoch']:.2f}), test acc {result['test_acc']:.2%}, peak RSS {result['peak_rss_mb']:.0f} MB",
+                flush=True,
+            )
     gflops.append(matmul_gflops())
     matmul = statistics.median(gflops)
     summary = {}
     for arm, results in reps.items():
-        summary[arm] = {key: spread([r[key] for r in results])
-                        for key in ("epoch_s_median", "train_s_per_epoch", "test_s_per_epoch", "test_acc", "peak_rss_mb")}
+        summary[arm] = {
+            key: spread([r[key] for r in results])
+            for key in ("epoch_s_median", "train_s_per_epoch", "test_s_per_epoch", "test_acc", "peak_rss_mb")
+        }
         train_s = summary[arm]["train_s_per_epoch"]["median"]
         summary[arm]["train_gflops"] = FLOPS_PER_EPOCH / train_s / 1e9
         summary[arm]["fraction_of_matmul"] = summary[arm]["train_gflops"] / matmul
@@ -388,17 +450,32 @@ def compare(args: argparse.Namespace) -> dict:
     acc_gap = 100 * (dl["test_acc"]["median"] - tut["test_acc"]["median"])
     dl_rss = reps["dlrun"]
     mnist_float_mb = 70_000 * 784 * 4 / 2**20
-    result = {"date": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"), "machine": machine(),
-              "threads": threads, "reps": args.reps, "epochs": args.epochs, "root": str(args.root),
-              "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
-              "matmul_gflops": {"n": 2048, "runs": gflops, "median": matmul},
-              "flops_per_epoch": FLOPS_PER_EPOCH, "summary": summary, "ratio_epoch": ratio, "test_acc_gap_points": acc_gap,
-              "memory": {"dlrun_peak_rss_mb": dl["peak_rss_mb"]["median"],
-                         "dlrun_rss_before_run_mb": statistics.median(r["rss_before_run_mb"] for r in dl_rss),
-                         "mnist_one_float32_copy_mb": mnist_float_mb},
-              "targets": {"epoch_ratio_at_least_10x": ratio >= 10, "accuracy_within_half_point": abs(acc_gap) <= 0.5,
-                          "train_at_least_60pct_of_matmul": dl["fraction_of_matmul"] >= 0.6},
-              "runs": reps}
+    result = {
+        "date": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "threads": threads,
+        "reps": args.reps,
+        "epochs": args.epochs,
+        "root": str(args.root),
+        "load_avg_before": load_before,
+        "load_avg_after": os.getloadavg(),
+        "matmul_gflops": {"n": 2048, "runs": gflops, "median": matmul},
+        "flops_per_epoch": FLOPS_PER_EPOCH,
+        "summary": summary,
+        "ratio_epoch": ratio,
+        "test_acc_gap_points": acc_gap,
+        "memory": {
+            "dlrun_peak_rss_mb": dl["peak_rss_mb"]["median"],
+            "dlrun_rss_before_run_mb": statistics.median(r["rss_before_run_mb"] for r in dl_rss),
+            "mnist_one_float32_copy_mb": mnist_float_mb,
+        },
+        "targets": {
+            "epoch_ratio_at_least_10x": ratio >= 10,
+            "accuracy_within_half_point": abs(acc_gap) <= 0.5,
+            "train_at_least_60pct_of_matmul": dl["fraction_of_matmul"] >= 0.6,
+        },
+        "runs": reps,
+    }
     print_table(result)
     out = args.out or HERE / "results" / f"speed-{socket.gethostname()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -412,33 +489,60 @@ def print_table(r: dict) -> None:
     fmt = lambda d, f="{:.2f}": f"{f.format(d['median'])} [{f.format(d['min'])}-{f.format(d['max'])}]"  # noqa: E731
     pct = lambda d: fmt({k: 100 * v for k, v in d.items() if k != "n"}, "{:.2f}")  # noqa: E731
     print()
-    print(f"MNIST MLP 784-128-256-10, Adam lr 0.01, batch 64: {r['reps']} reps x {r['epochs']} epochs per arm, "
-          f"alternating A B, {r['threads']} torch thread(s)")
-    print(f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}; load average {r['load_avg_before'][0]:.2f} -> "
-          f"{r['load_avg_after'][0]:.2f}")
-    print(f"fp32 matmul 2048x2048: {r['matmul_gflops']['median']:.0f} GFLOP/s (before/after: "
-          f"{', '.join(f'{g:.0f}' for g in r['matmul_gflops']['runs'])})")
-    rows = [("epoch, train + test (s)", fmt(s["tutorial"]["epoch_s_median"]), fmt(s["dlrun"]["epoch_s_median"]),
-             f"{r['ratio_epoch']:.1f}x"),
-            ("  train per epoch (s)", fmt(s["tutorial"]["train_s_per_epoch"]), fmt(s["dlrun"]["train_s_per_epoch"]),
-             f"{s['tutorial']['train_s_per_epoch']['median'] / s['dlrun']['train_s_per_epoch']['median']:.1f}x"),
-            ("  test per epoch (s)", fmt(s["tutorial"]["test_s_per_epoch"], "{:.3f}"), fmt(s["dlrun"]["test_s_per_epoch"], "{:.3f}"),
-             f"{s['tutorial']['test_s_per_epoch']['median'] / s['dlrun']['test_s_per_epoch']['median']:.1f}x"),
-            (f"test acc after {r['epochs']} epochs (%)", pct(s["tutorial"]["test_acc"]), pct(s["dlrun"]["test_acc"]),
-             f"{r['test_acc_gap_points']:+.2f} pt"),
-            ("training GFLOP/s (of matmul)", f"{s['tutorial']['train_gflops']:.1f} ({s['tutorial']['fraction_of_matmul']:.1%})",
-             f"{s['dlrun']['train_gflops']:.1f} ({s['dlrun']['fraction_of_matmul']:.1%})", ""),
-            ("peak RSS (MB)", fmt(s["tutorial"]["peak_rss_mb"], "{:.0f}"), fmt(s["dlrun"]["peak_rss_mb"], "{:.0f}"), "")]
+    print(
+        f"MNIST MLP 784-128-256-10, Adam lr 0.01, batch 64: {r['reps']} reps x {r['epochs']} epochs per arm, "
+        f"alternating A B, {r['threads']} torch thread(s)"
+    )
+    print(
+        f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}; load average {r['load_avg_before'][0]:.2f} -> "
+        f"{r['load_avg_after'][0]:.2f}"
+    )
+    print(
+        f"fp32 matmul 2048x2048: {r['matmul_gflops']['median']:.0f} GFLOP/s (before/after: "
+        f"{', '.join(f'{g:.0f}' for g in r['matmul_gflops']['runs'])})"
+    )
+    rows = [
+        ("epoch, train + test (s)", fmt(s["tutorial"]["epoch_s_median"]), fmt(s["dlrun"]["epoch_s_median"]), f"{r['ratio_epoch']:.1f}x"),
+        (
+            "  train per epoch (s)",
+            fmt(s["tutorial"]["train_s_per_epoch"]),
+            fmt(s["dlrun"]["train_s_per_epoch"]),
+            f"{s['tutorial']['train_s_per_epoch']['median'] / s['dlrun']['train_s_per_epoch']['median']:.1f}x",
+        ),
+        (
+            "  test per epoch (s)",
+            fmt(s["tutorial"]["test_s_per_epoch"], "{:.3f}"),
+            fmt(s["dlrun"]["test_s_per_epoch"], "{:.3f}"),
+            f"{s['tutorial']['test_s_per_epoch']['median'] / s['dlrun']['test_s_per_epoch']['median']:.1f}x",
+        ),
+        (
+            f"test acc after {r['epochs']} epochs (%)",
+            pct(s["tutorial"]["test_acc"]),
+            pct(s["dlrun"]["test_acc"]),
+            f"{r['test_acc_gap_points']:+.2f} pt",
+        ),
+        (
+            "training GFLOP/s (of matmul)",
+            f"{s['tutorial']['train_gflops']:.1f} ({s['tutorial']['fraction_of_matmul']:.1%})",
+            f"{s['dlrun']['train_gflops']:.1f} ({s['dlrun']['fraction_of_matmul']:.1%})",
+            "",
+        ),
+        ("peak RSS (MB)", fmt(s["tutorial"]["peak_rss_mb"], "{:.0f}"), fmt(s["dlrun"]["peak_rss_mb"], "{:.0f}"), ""),
+    ]
     widths = [max(len(row[i]) for row in rows + [("", "tutorial (A)", "dlrun (B)", "A / B")]) for i in range(4)]
     for row in [("median [min-max]", "tutorial (A)", "dlrun (B)", "A / B"), *rows]:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
     mem = r["memory"]
-    print(f"dlrun RSS: {mem['dlrun_rss_before_run_mb']:.0f} MB after imports, {mem['dlrun_peak_rss_mb']:.0f} MB peak; "
-          f"MNIST as float32 is {mem['mnist_one_float32_copy_mb']:.0f} MB (one copy)")
+    print(
+        f"dlrun RSS: {mem['dlrun_rss_before_run_mb']:.0f} MB after imports, {mem['dlrun_peak_rss_mb']:.0f} MB peak; "
+        f"MNIST as float32 is {mem['mnist_one_float32_copy_mb']:.0f} MB (one copy)"
+    )
     t = r["targets"]
-    print(f"targets: epoch >= 10x faster: {'met' if t['epoch_ratio_at_least_10x'] else 'NOT met'}; accuracy within 0.5 pt: "
-          f"{'met' if t['accuracy_within_half_point'] else 'NOT met'}; training >= 60% of matmul: "
-          f"{'met' if t['train_at_least_60pct_of_matmul'] else 'NOT met'}")
+    print(
+        f"targets: epoch >= 10x faster: {'met' if t['epoch_ratio_at_least_10x'] else 'NOT met'}; accuracy within 0.5 pt: "
+        f"{'met' if t['accuracy_within_half_point'] else 'NOT met'}; training >= 60% of matmul: "
+        f"{'met' if t['train_at_least_60pct_of_matmul'] else 'NOT met'}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

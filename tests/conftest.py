@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,8 +11,6 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 from dlrun.config import config_dir, register_configs
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.fixture(autouse=True)
@@ -39,10 +35,6 @@ def compose_cfg() -> Callable[..., DictConfig]:
     return _compose
 
 
-# Small and quick: a few epochs of digits, no live bar.
-QUICK = ("trainer.epochs=2", "trainer.progress=off", "trainer.plots=false")
-
-
 @pytest.fixture
 def run_dlrun(tmp_path) -> Callable[..., Path]:
     """run_dlrun("model=cnn", ...) runs the real `dlrun` entry point in-process into a fresh folder
@@ -57,14 +49,3 @@ def run_dlrun(tmp_path) -> Callable[..., Path]:
         return folder
 
     return _run
-
-
-def read_summary(run_dir: Path) -> dict:
-    return json.loads((run_dir / "summary.json").read_text())
-
-
-def subprocess_env() -> dict[str, str]:
-    """The environment for a child `dlrun`: no colours or bars, no user cache."""
-    env = dict(os.environ)
-    env.update({"NO_COLOR": "1", "TERM": "dumb", "COLUMNS": "120"})
-    return env

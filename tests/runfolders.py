@@ -42,14 +42,27 @@ def make_config(changes: dict[str, Any] | None = None) -> dict[str, Any]:
 def metric_rows(val_acc: list[float], validation: bool = True) -> list[dict[str, float]]:
     """One metrics.csv row per epoch; val/loss = 1 - val/acc, train/loss = 1 / epoch."""
     split = "val" if validation else "test"
-    return [{"epoch": i + 1, "train/loss": 1.0 / (i + 1), "train/acc": acc - 0.05, f"{split}/loss": 1.0 - acc,
-             f"{split}/acc": acc, "lr": 0.001} for i, acc in enumerate(val_acc)]
+    return [
+        {"epoch": i + 1, "train/loss": 1.0 / (i + 1), "train/acc": acc - 0.05, f"{split}/loss": 1.0 - acc, f"{split}/acc": acc, "lr": 0.001}
+        for i, acc in enumerate(val_acc)
+    ]
 
 
-def make_run(folder: Path, *, set: dict[str, Any] | None = None, status: str = "completed",
-             val_acc: list[float] | None = None, epochs: int | None = None, test_acc: float = 0.8, test_loss: float = 0.5,
-             wall_s: float = 12.5, overrides: list[str] | None = None, validation: bool = True,
-             summary: bool = True, config_in_summary: bool = True) -> Path:
+def make_run(
+    folder: Path,
+    *,
+    set: dict[str, Any] | None = None,
+    status: str = "completed",
+    val_acc: list[float] | None = None,
+    epochs: int | None = None,
+    test_acc: float = 0.8,
+    test_loss: float = 0.5,
+    wall_s: float = 12.5,
+    overrides: list[str] | None = None,
+    validation: bool = True,
+    summary: bool = True,
+    config_in_summary: bool = True,
+) -> Path:
     """Write a run folder; return it. `val_acc` is the per-epoch curve (default three rising epochs)."""
     folder = Path(folder)
     (folder / ".hydra").mkdir(parents=True, exist_ok=True)
@@ -68,9 +81,18 @@ def make_run(folder: Path, *, set: dict[str, Any] | None = None, status: str = "
     (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     if not summary:
         return folder
-    data: dict[str, Any] = {"status": status, "experiment": "synthetic", "command": "dlrun", "started_at": "2026-11-26T14:00:00",
-                            "epochs": config["trainer"]["epochs"], "epochs_completed": 0 if status == "running" else len(rows),
-                            "seed": config["seed"], "overrides": overrides, "device": "cpu", "params": 43914}
+    data: dict[str, Any] = {
+        "status": status,
+        "experiment": "synthetic",
+        "command": "dlrun",
+        "started_at": "2026-11-26T14:00:00",
+        "epochs": config["trainer"]["epochs"],
+        "epochs_completed": 0 if status == "running" else len(rows),
+        "seed": config["seed"],
+        "overrides": overrides,
+        "device": "cpu",
+        "params": 43914,
+    }
     if config_in_summary:
         data["config"] = config
     if status == "completed":
@@ -78,9 +100,12 @@ def make_run(folder: Path, *, set: dict[str, Any] | None = None, status: str = "
         best = {"epoch": best_row["epoch"]}
         if validation:
             best |= {"val/loss": best_row["val/loss"], "val/acc": best_row["val/acc"]}
-        data |= {"final": rows[-1], "best": best, "test": {"loss": test_loss, "acc": test_acc, "examples": 359},
-                 "timing": {"wall_s": wall_s, "train_s": wall_s * 0.8, "eval_s": wall_s * 0.1, "epoch_s_median": 1.0,
-                            "samples_per_s": 1000.0}}
+        data |= {
+            "final": rows[-1],
+            "best": best,
+            "test": {"loss": test_loss, "acc": test_acc, "examples": 359},
+            "timing": {"wall_s": wall_s, "train_s": wall_s * 0.8, "eval_s": wall_s * 0.1, "epoch_s_median": 1.0, "samples_per_s": 1000.0},
+        }
     elif status != "running":
         data |= {"error": f"RuntimeError: stopped ({status})", "timing": {"wall_s": wall_s}}
     if status != "running":

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from dlrun import cli, compare
-from dlrun.query import differing_keys, group_runs, sort_items
-from dlrun.runs import find_runs, load_run
+from dlrun import cli
+from dlrun.analysis import compare
+from dlrun.analysis.query import differing_keys, group_runs, sort_items
+from dlrun.analysis.runfolder import find_runs, load_run
 from tests.runfolders import SGD, make_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -40,8 +41,14 @@ def lr_sweep(tmp_path) -> Path:
     sweep = tmp_path / "multirun" / "2026-11-26" / "14-00-00"
     accs = {(0.01, 0): 0.90, (0.01, 1): 0.92, (0.01, 2): 0.97, (0.001, 0): 0.80, (0.001, 1): 0.84, (0.001, 2): 0.82}
     for job, ((lr, seed), acc) in enumerate(accs.items()):
-        make_run(sweep / str(job), set={"optimizer.lr": lr, "seed": seed}, val_acc=[acc - 0.1, acc],
-                 test_acc=acc - 0.01, test_loss=1 - acc, wall_s=10.0 + job)
+        make_run(
+            sweep / str(job),
+            set={"optimizer.lr": lr, "seed": seed},
+            val_acc=[acc - 0.1, acc],
+            test_acc=acc - 0.01,
+            test_loss=1 - acc,
+            wall_s=10.0 + job,
+        )
     return sweep
 
 
@@ -90,12 +97,15 @@ def test_default_sort_is_best_val_acc_first(lr_sweep, capsys):
     assert [r["val/acc"] for r in csv_rows(capsys, lr_sweep)] == ["0.97", "0.92", "0.9", "0.84", "0.82", "0.8"]
 
 
-@pytest.mark.parametrize(("key", "extra", "expected_runs"), [
-    ("test/loss", [], ["2", "1", "0", "4", "5", "3"]),  # losses ascend
-    ("time", [], ["0", "1", "2", "3", "4", "5"]),  # alias of time_s; ascends
-    ("optimizer.lr", [], ["3", "4", "5", "0", "1", "2"]),  # config values ascend, ties by run id
-    ("val/acc", ["--reverse"], ["3", "5", "4", "0", "1", "2"]),
-])
+@pytest.mark.parametrize(
+    ("key", "extra", "expected_runs"),
+    [
+        ("test/loss", [], ["2", "1", "0", "4", "5", "3"]),  # losses ascend
+        ("time", [], ["0", "1", "2", "3", "4", "5"]),  # alias of time_s; ascends
+        ("optimizer.lr", [], ["3", "4", "5", "0", "1", "2"]),  # config values ascend, ties by run id
+        ("val/acc", ["--reverse"], ["3", "5", "4", "0", "1", "2"]),
+    ],
+)
 def test_sort(lr_sweep, capsys, key, extra, expected_runs):
     assert [r["run"] for r in csv_rows(capsys, lr_sweep, "--sort", key, *extra)] == expected_runs
 
@@ -108,17 +118,20 @@ def test_runs_without_the_sort_value_go_last(tmp_path, capsys):
     assert [r["run"] for r in csv_rows(capsys, tmp_path, "--sort", "test/acc", "--reverse")] == ["b", "c", "a"]
 
 
-@pytest.mark.parametrize(("condition", "expected"), [
-    (["optimizer.lr=0.01"], {"0", "1", "2"}),
-    (["optimizer.lr=1e-2"], {"0", "1", "2"}),  # numbers compare as numbers
-    (["optimizer.lr=0.01", "seed=1"], {"1"}),  # repeated filters all apply
-    (["seed=0,2"], {"0", "2", "3", "5"}),
-    (["seed!=0"], {"1", "2", "4", "5"}),
-    (["val/acc>=0.9"], {"0", "1", "2"}),
-    (["optimizer=adam"], {"0", "1", "2", "3", "4", "5"}),  # a group name means its .name
-    (["model.hidden_sizes=[128, 256]"], {"0", "1", "2", "3", "4", "5"}),
-    (["status=completed"], {"0", "1", "2", "3", "4", "5"}),
-])
+@pytest.mark.parametrize(
+    ("condition", "expected"),
+    [
+        (["optimizer.lr=0.01"], {"0", "1", "2"}),
+        (["optimizer.lr=1e-2"], {"0", "1", "2"}),  # numbers compare as numbers
+        (["optimizer.lr=0.01", "seed=1"], {"1"}),  # repeated filters all apply
+        (["seed=0,2"], {"0", "2", "3", "5"}),
+        (["seed!=0"], {"1", "2", "4", "5"}),
+        (["val/acc>=0.9"], {"0", "1", "2"}),
+        (["optimizer=adam"], {"0", "1", "2", "3", "4", "5"}),  # a group name means its .name
+        (["model.hidden_sizes=[128, 256]"], {"0", "1", "2", "3", "4", "5"}),
+        (["status=completed"], {"0", "1", "2", "3", "4", "5"}),
+    ],
+)
 def test_filter(lr_sweep, capsys, condition, expected):
     args = [a for c in condition for a in ("--filter", c)]
     assert {r["run"] for r in csv_rows(capsys, lr_sweep, *args)} == expected
@@ -221,8 +234,12 @@ def test_every_status_with_the_epochs_it_finished(tmp_path, capsys, monkeypatch)
     make_run(tmp_path / "stopped", status="interrupted", epochs=5, val_acc=[])
     rows = {r["run"]: r for r in csv_rows(capsys, tmp_path)}
     assert {k: (r["status"], r["epochs_done"]) for k, r in rows.items()} == {
-        "done": ("completed", "5"), "going": ("running", "2"), "broke": ("failed", "1"), "nan": ("diverged", "3"),
-        "stopped": ("interrupted", "0")}
+        "done": ("completed", "5"),
+        "going": ("running", "2"),
+        "broke": ("failed", "1"),
+        "nan": ("diverged", "3"),
+        "stopped": ("interrupted", "0"),
+    }
     assert float(rows["going"]["val/acc"]) == 0.6 and rows["going"]["best_epoch"] == "2.0"  # from metrics.csv
     assert rows["nan"]["val/acc"] == "0.15" and rows["broke"]["error"] == "RuntimeError: stopped (failed)"
     code, out, _ = run_compare(capsys, tmp_path)
@@ -288,10 +305,13 @@ def test_help_and_dispatch_through_the_dlrun_command(lr_sweep, capsys):
     assert len(json.loads(capsys.readouterr().out)) == 6
 
 
-def test_compare_never_imports_torch(lr_sweep, tmp_path):
+def test_the_analysis_half_never_imports_torch_or_hydra(lr_sweep, tmp_path):
     script = textwrap.dedent(f"""
-        import sys
-        from dlrun.compare import main
+        import importlib, pkgutil, sys
+        import dlrun.analysis
+        for module in pkgutil.iter_modules(dlrun.analysis.__path__):
+            importlib.import_module("dlrun.analysis." + module.name)
+        from dlrun.analysis.compare import main
         code = main([{str(lr_sweep)!r}, "--group-by", "seed", "--plot", {str(tmp_path / "c.png")!r}])
         heavy = sorted(m for m in ("torch", "torchvision", "sklearn", "hydra") if m in sys.modules)
         print("HEAVY", heavy)

@@ -9,7 +9,8 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from dlrun.config import ConfigError, config_dir, validate
+from dlrun.config import config_dir, validate
+from dlrun.errors import ConfigError
 
 GROUPS = ["dataset", "model", "optimizer", "regularization", "device", "experiment", "debug"]
 
@@ -95,16 +96,16 @@ def test_out_of_range_values_name_key_value_and_range(compose_cfg, override, mes
 
 def test_bad_value_is_one_line_and_a_nonzero_exit_code(tmp_path):
     """A process's own behaviour: exit code and stderr, so a real subprocess."""
-    result = subprocess.run([sys.executable, "-m", "dlrun", "optimizer.lr=-0.5"], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run([sys.executable, "-m", "dlrun", "optimizer.lr=-0.5"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip() == "dlrun: error: optimizer.lr=-0.5 must be > 0"
     assert "Traceback" not in result.stdout + result.stderr
 
 
 def test_cfg_job_prints_the_composed_config(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "dlrun", "--cfg", "job", "model=cnn"], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "dlrun", "--cfg", "job", "model=cnn"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert "variant: simple" in result.stdout and "name: cnn" in result.stdout
     assert not (tmp_path / "outputs").exists()  # printing the config makes no run folder

@@ -2,39 +2,14 @@
 
 from __future__ import annotations
 
-import gzip
-import struct
-from pathlib import Path
-
 import pytest
 import torch
 
-from dlrun.data import IDX_FILES, DataError, load_dataset
-from tests.conftest import SHARED_DATA
+from dlrun.errors import DataError
+from dlrun.training.data import IDX_FILES, load_dataset
+from tests.helpers import SHARED_DATA, make_mnist, needs_shared_data
 
 CPU = torch.device("cpu")
-
-
-def write_idx(path: Path, array: torch.Tensor, compress: bool) -> None:
-    """An IDX file as in the MNIST distribution: magic (0, 0, ubyte, ndim), big-endian dims, bytes."""
-    payload = bytes([0, 0, 0x08, array.dim()]) + struct.pack(f">{array.dim()}I", *array.shape) + array.numpy().tobytes()
-    if compress:
-        path = path.with_name(path.name + ".gz")
-        payload = gzip.compress(payload)
-    path.write_bytes(payload)
-
-
-def make_mnist(root: Path, folder: str = "MNIST", n_train: int = 50, n_test: int = 20, compress: bool = True) -> Path:
-    """A tiny MNIST-format data set under root/<folder>/raw: 12x12 images whose brightness encodes the label."""
-    raw = root / folder / "raw"
-    raw.mkdir(parents=True)
-    g = torch.Generator().manual_seed(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        labels = torch.randint(0, 10, (n,), generator=g, dtype=torch.uint8)
-        images = (labels.view(n, 1, 1) * 25).expand(n, 12, 12).contiguous()
-        write_idx(raw / f"{prefix}-images-idx3-ubyte", images, compress)
-        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels, compress)
-    return root
 
 
 def test_digits_split_is_seeded_and_shaped_from_the_data():
@@ -102,7 +77,7 @@ def test_normalize_standardizes_with_training_statistics():
     assert abs(data.train.x.mean().item()) < 1e-4 and abs(data.train.x.std().item() - 1) < 1e-3
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "MNIST" / "raw").is_dir(), reason="the real MNIST files (../shared/data/MNIST) are absent")
+@needs_shared_data("MNIST")
 def test_real_mnist_files_from_the_read_only_shared_folder():
     data = load_dataset("mnist", root=SHARED_DATA, device=CPU, val_fraction=0.0)
     assert (len(data.train), len(data.test)) == (60000, 10000)
@@ -111,7 +86,7 @@ def test_real_mnist_files_from_the_read_only_shared_folder():
     assert sorted(p.name for p in (SHARED_DATA / "MNIST" / "raw").iterdir()) == sorted(f"{n}.gz" for n in IDX_FILES)
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "FashionMNIST" / "raw").is_dir(), reason="the real Fashion-MNIST files are absent")
+@needs_shared_data("FashionMNIST")
 def test_real_fashion_mnist_files():
     data = load_dataset("fashion_mnist", root=SHARED_DATA, device=CPU, val_fraction=0.1)
     assert (len(data.train), len(data.val), len(data.test)) == (54000, 6000, 10000)

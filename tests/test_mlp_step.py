@@ -8,12 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import dlrun.train
-from dlrun.data import Split
-from dlrun.mlp_step import mlp_step, relu_mlp_layers
-from dlrun.models import build_model
-from dlrun.optim import build_optimizer
-from dlrun.train import StepSettings, train_one_epoch
+import dlrun.training.steps
+from dlrun.training.data import Split
+from dlrun.training.mlp_step import mlp_step, relu_mlp_layers
+from dlrun.training.models import build_model
+from dlrun.training.optim import build_optimizer
+from dlrun.training.steps import StepSettings, train_one_epoch
 
 SHAPE = (1, 8, 8)
 
@@ -48,7 +48,7 @@ def test_an_epoch_by_hand_equals_the_generic_epoch(monkeypatch):
     results = []
     for by_hand in (True, False):
         if not by_hand:
-            monkeypatch.setattr(dlrun.train, "mlp_step", lambda *args: None)
+            monkeypatch.setattr(dlrun.training.steps, "mlp_step", lambda *args: None)
         model = mlp()
         optimizer = build_optimizer("adam", model, lr=0.01)
         scores = [train_one_epoch(model, optimizer, data, settings, torch.Generator().manual_seed(epoch)) for epoch in range(3)]
@@ -59,13 +59,16 @@ def test_an_epoch_by_hand_equals_the_generic_epoch(monkeypatch):
     assert scores_a[-1]["loss"] < scores_a[0]["loss"]
 
 
-@pytest.mark.parametrize("model", [
-    lambda: mlp(dropout=0.2),
-    lambda: mlp(batchnorm=True),
-    lambda: mlp(activation="tanh"),
-    lambda: build_model("cnn", SHAPE, 10, channels=[4]),
-    lambda: build_model("rnn", SHAPE, 10, hidden_size=8),
-])
+@pytest.mark.parametrize(
+    "model",
+    [
+        lambda: mlp(dropout=0.2),
+        lambda: mlp(batchnorm=True),
+        lambda: mlp(activation="tanh"),
+        lambda: build_model("cnn", SHAPE, 10, channels=[4]),
+        lambda: build_model("rnn", SHAPE, 10, hidden_size=8),
+    ],
+)
 def test_other_models_take_the_generic_step(model):
     assert relu_mlp_layers(model()) is None
     assert mlp_step(model(), F.cross_entropy, "fp32", 16) is None
@@ -82,7 +85,7 @@ def test_other_losses_precisions_and_hooked_models_take_the_generic_step():
 
 def test_an_l1_penalty_takes_the_generic_step(monkeypatch):
     calls = []
-    monkeypatch.setattr(dlrun.train, "mlp_step", lambda *args: calls.append(args))
+    monkeypatch.setattr(dlrun.training.steps, "mlp_step", lambda *args: calls.append(args))
     g = torch.Generator().manual_seed(0)
     data = Split(torch.rand(16, *SHAPE, generator=g), torch.randint(0, 10, (16,), generator=g))
     model = mlp()

@@ -6,13 +6,17 @@ import pytest
 import torch
 
 from dlrun.config import config_dir
-from dlrun.models import MODELS, build_model, count_parameters
-from dlrun.optim import OPTIMIZERS, build_optimizer, l1_penalty, l1_weights
-from dlrun.run import model_kwargs, optimizer_kwargs
+from dlrun.training.models import MODELS, build_model, count_parameters
+from dlrun.training.optim import OPTIMIZERS, build_optimizer, l1_penalty, l1_weights
+from dlrun.training.recipe import model_kwargs, optimizer_kwargs
 
 # Every model family with each of its variants/cells, as the config names them.
-MODEL_CHOICES = [("mlp", {}), ("cnn", {"variant": "simple"}), ("cnn", {"variant": "lenet5"}),
-                 *[("rnn", {"cell": cell}) for cell in ("rnn", "lstm", "gru")]]
+MODEL_CHOICES = [
+    ("mlp", {}),
+    ("cnn", {"variant": "simple"}),
+    ("cnn", {"variant": "lenet5"}),
+    *[("rnn", {"cell": cell}) for cell in ("rnn", "lstm", "gru")],
+]
 REGULARIZATION = sorted(p.stem for p in (config_dir() / "regularization").glob("*.yaml"))
 
 
@@ -56,8 +60,9 @@ def test_the_mlps_first_weight_lies_input_major_and_loads_from_any_layout():
     first, second = model[1].weight, model[3].weight
     assert first.shape == (128, 784) and first.t().is_contiguous() and not first.is_contiguous()
     assert second.is_contiguous()  # layers below need their input gradient, which this layout would slow
-    plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 128), torch.nn.ReLU(), torch.nn.Linear(128, 256),
-                                torch.nn.ReLU(), torch.nn.Linear(256, 10))
+    plain = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(784, 128), torch.nn.ReLU(), torch.nn.Linear(128, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10)
+    )
     plain.load_state_dict(model.state_dict())
     assert torch.equal(plain[1].weight, first)
     model.load_state_dict({k: v + 1 for k, v in plain.state_dict().items()})

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from dlrun.models import build_model
-from dlrun.optim import build_optimizer, clear_grads, lean_step
+from dlrun.training.models import build_model
+from dlrun.training.optim import build_optimizer, clear_grads, lean_step
 
 OPTIMIZERS = [
     ("sgd", {"lr": 0.1}),
@@ -117,12 +117,15 @@ def test_a_parameter_without_a_gradient_takes_the_full_step(name):
     assert_same(model, reference, twin, optimizer)
 
 
-@pytest.mark.parametrize("make", [
-    lambda params: torch.optim.Adam(params, lr=0.01, amsgrad=True, fused=True),
-    lambda params: torch.optim.Adam(params, lr=0.01),  # not fused
-    lambda params: torch.optim.SGD(params, lr=0.1, maximize=True, fused=True),
-    lambda params: torch.optim.RMSprop(params, lr=0.01),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda params: torch.optim.Adam(params, lr=0.01, amsgrad=True, fused=True),
+        lambda params: torch.optim.Adam(params, lr=0.01),  # not fused
+        lambda params: torch.optim.SGD(params, lr=0.1, maximize=True, fused=True),
+        lambda params: torch.optim.RMSprop(params, lr=0.01),
+    ],
+)
 def test_settings_it_does_not_cover_use_optimizer_step(make):
     optimizer = make(small_model().parameters())
     assert lean_step(optimizer) == optimizer.step

@@ -15,23 +15,82 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dlrun.cli import error_message
-from dlrun.config import ConfigError, validate
+from dlrun.config import validate
+from dlrun.errors import ConfigError
 
-KEYS = ["seed", "resume", "optimizer.lr", "optimizer.momentum", "optimizer.nesterov", "optimizer.beta1", "model.hidden_sizes",
-        "model.activation", "model.cell", "model.variant", "model.hidden_size", "regularization.dropout", "regularization.l2",
-        "regularization.l1", "regularization.batchnorm", "trainer.epochs", "trainer.batch_size", "trainer.loss", "trainer.precision",
-        "dataset.val_fraction", "dataset.test_fraction", "dataset.root", "device.name", "trainer.limit_train_batches",
-        "model", "optimizer", "dataset", "regularization", "device", "experiment", "debug", "trainer", "optimizer.lrr", "nonsense"]
+KEYS = [
+    "seed",
+    "resume",
+    "optimizer.lr",
+    "optimizer.momentum",
+    "optimizer.nesterov",
+    "optimizer.beta1",
+    "model.hidden_sizes",
+    "model.activation",
+    "model.cell",
+    "model.variant",
+    "model.hidden_size",
+    "regularization.dropout",
+    "regularization.l2",
+    "regularization.l1",
+    "regularization.batchnorm",
+    "trainer.epochs",
+    "trainer.batch_size",
+    "trainer.loss",
+    "trainer.precision",
+    "dataset.val_fraction",
+    "dataset.test_fraction",
+    "dataset.root",
+    "device.name",
+    "trainer.limit_train_batches",
+    "model",
+    "optimizer",
+    "dataset",
+    "regularization",
+    "device",
+    "experiment",
+    "debug",
+    "trainer",
+    "optimizer.lrr",
+    "nonsense",
+]
 
 values = st.one_of(
-    st.integers(-10**6, 10**6).map(str),
+    st.integers(-(10**6), 10**6).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
-    st.sampled_from(["true", "false", "null", "[]", "[l2,dropout]", "[1,2]", "[0]", "{}", "mlp", "cnn", "rnn", "adam", "none",
-                     "'quoted'", "inf", "-inf", "nan", "1e-3", "0", "-1", "glob(*)", "range(1,3)", "${seed}", "${nope}"]),
+    st.sampled_from(
+        [
+            "true",
+            "false",
+            "null",
+            "[]",
+            "[l2,dropout]",
+            "[1,2]",
+            "[0]",
+            "{}",
+            "mlp",
+            "cnn",
+            "rnn",
+            "adam",
+            "none",
+            "'quoted'",
+            "inf",
+            "-inf",
+            "nan",
+            "1e-3",
+            "0",
+            "-1",
+            "glob(*)",
+            "range(1,3)",
+            "${seed}",
+            "${nope}",
+        ]
+    ),
     st.text(alphabet=string.ascii_letters + string.digits + "._-[],{}'\"=:$ ", max_size=12),
 )
-override = st.builds(lambda prefix, key, value: f"{prefix}{key}={value}", st.sampled_from(["", "", "", "+", "++", "~"]),
-                     st.sampled_from(KEYS), values)
+override = st.builds(
+    lambda prefix, key, value: f"{prefix}{key}={value}", st.sampled_from(["", "", "", "+", "++", "~"]), st.sampled_from(KEYS), values
+)
 
 
 @pytest.mark.slow

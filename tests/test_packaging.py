@@ -34,8 +34,14 @@ def test_installed_wheel_runs_from_a_fresh_venv(wheel, tmp_path):
     fresh_python = venv / "bin" / "python"
     # The heavy dependencies (torch is several GB) come from this environment through a .pth file;
     # dlrun itself comes only from the wheel.
-    fresh_site = Path(subprocess.run([str(fresh_python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                     capture_output=True, text=True, check=True).stdout.strip())
+    fresh_site = Path(
+        subprocess.run(
+            [str(fresh_python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
     here_site = sysconfig.get_paths()["purelib"]
     deps = [p for p in Path(here_site).iterdir() if not p.name.startswith(("dlrun", "_dlrun", "__editable__"))]
     link = tmp_path / "deps"
@@ -43,12 +49,23 @@ def test_installed_wheel_runs_from_a_fresh_venv(wheel, tmp_path):
     for p in deps:
         (link / p.name).symlink_to(p)
     (fresh_site / "deps.pth").write_text(f"{link}\n")
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(fresh_python), "install", "--no-deps", "-q", str(wheel)],
-                   check=True, timeout=300)
-    where = subprocess.run([str(fresh_python), "-c", "from dlrun.config import config_dir; print(config_dir())"], cwd=tmp_path,
-                           capture_output=True, text=True, check=True).stdout.strip()
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(fresh_python), "install", "--no-deps", "-q", str(wheel)], check=True, timeout=300
+    )
+    where = subprocess.run(
+        [str(fresh_python), "-c", "from dlrun.config import config_dir; print(config_dir())"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert Path(where) == fresh_site / "dlrun" / "conf"
-    result = subprocess.run([str(venv / "bin" / "dlrun"), "debug=fast", "trainer.plots=false", "model=cnn"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [str(venv / "bin" / "dlrun"), "debug=fast", "trainer.plots=false", "model=cnn"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert len(list((tmp_path / "outputs").glob("*/*/summary.json"))) == 1

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import QUICK, read_summary, subprocess_env
+from tests.helpers import QUICK, read_summary, subprocess_env
 
 DLRUN = [sys.executable, "-m", "dlrun"]
 
@@ -27,8 +27,7 @@ def metrics_rows(run_dir: Path) -> list[list[str]]:
 
 
 def start(args: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([*DLRUN, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=subprocess_env())
+    return subprocess.Popen([*DLRUN, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
 
 
 def wait_for_epochs(run_dir: Path, epochs: int, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -45,12 +44,16 @@ def wait_for_epochs(run_dir: Path, epochs: int, proc: subprocess.Popen, timeout:
 LONG = ["trainer.epochs=2000", "trainer.plots=false", "trainer.batch_size=16"]
 
 
-@pytest.mark.parametrize(("signals", "gap", "code"), [
-    ([signal.SIGINT], 0, 130),
-    ([signal.SIGTERM], 0, 143),
-    ([signal.SIGINT, signal.SIGINT], 0.01, 130),
-    ([signal.SIGINT, signal.SIGINT], 0.3, 130),  # the second one while the process is exiting
-], ids=["ctrl-c", "sigterm", "ctrl-c-twice", "ctrl-c-twice-late"])
+@pytest.mark.parametrize(
+    ("signals", "gap", "code"),
+    [
+        ([signal.SIGINT], 0, 130),
+        ([signal.SIGTERM], 0, 143),
+        ([signal.SIGINT, signal.SIGINT], 0.01, 130),
+        ([signal.SIGINT, signal.SIGINT], 0.3, 130),  # the second one while the process is exiting
+    ],
+    ids=["ctrl-c", "sigterm", "ctrl-c-twice", "ctrl-c-twice-late"],
+)
 def test_interrupt_leaves_a_valid_folder_and_exit_code(tmp_path, signals, gap, code):
     run_dir = tmp_path / "run"
     proc = start([*LONG, f"hydra.run.dir={run_dir}"], tmp_path)
@@ -71,7 +74,7 @@ def test_interrupt_leaves_a_valid_folder_and_exit_code(tmp_path, signals, gap, c
 
 @pytest.mark.parametrize("process_ends", [True, False])
 def test_after_a_stop_a_late_signal_is_ignored_only_where_the_process_ends(process_ends):
-    from dlrun.signals import Interrupted, stop_on_signals
+    from dlrun.training.signals import Interrupted, stop_on_signals
 
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -86,7 +89,7 @@ def test_after_a_stop_a_late_signal_is_ignored_only_where_the_process_ends(proce
 
 
 def test_a_run_that_was_not_stopped_restores_the_handlers():
-    from dlrun.signals import stop_on_signals
+    from dlrun.training.signals import stop_on_signals
 
     before = signal.getsignal(signal.SIGINT)
     with stop_on_signals(process_ends_after_a_stop=True):
@@ -153,9 +156,11 @@ def test_resume_refuses_a_bad_checkpoint_with_one_line(run_dlrun, tmp_path, caps
         last.write_bytes(last.read_bytes()[:1000])
         expected = "is truncated or corrupt"
     elif damage == "foreign-pickle":
+
         class Exploit:
             def __reduce__(self):
                 return (os.system, (f"touch {marker}",))
+
         last.write_bytes(pickle.dumps(Exploit()))
         expected = "is not a dlrun checkpoint"
     elif damage == "other-model":
@@ -195,12 +200,15 @@ def test_unwritable_output_folder_is_one_line(tmp_path):
     assert result.stderr.strip().startswith("dlrun: error: cannot create the run folder") and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize(("override", "expected"), [
-    ("optimizer.lrr=0.1", "Could not override 'optimizer.lrr'"),
-    ("model=transformer", "Available options in 'model'"),
-    ("model=0", "dlrun: error: Config group override must be a string or a list. Got int"),
-    ("trainer.epochs=ten", "Value 'ten' of type 'str' could not be converted to Integer"),
-])
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("optimizer.lrr=0.1", "Could not override 'optimizer.lrr'"),
+        ("model=transformer", "Available options in 'model'"),
+        ("model=0", "dlrun: error: Config group override must be a string or a list. Got int"),
+        ("trainer.epochs=ten", "Value 'ten' of type 'str' could not be converted to Integer"),
+    ],
+)
 def test_composition_errors_are_a_message_without_a_traceback(tmp_path, override, expected):
     result = subprocess.run([*DLRUN, override], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2

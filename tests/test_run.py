@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from dlrun.config import unique_dir
-from tests.conftest import QUICK, SHARED_DATA, read_summary, subprocess_env
+from tests.helpers import QUICK, SHARED_DATA, needs_shared_data, read_summary, subprocess_env
 
 
 def read_metrics(run_dir) -> list[dict]:
@@ -22,8 +22,19 @@ def read_metrics(run_dir) -> list[dict]:
 
 def test_default_run_writes_the_whole_run_folder(run_dlrun):
     run_dir = run_dlrun("trainer.epochs=3", "trainer.progress=off")
-    for name in (".hydra/config.yaml", ".hydra/overrides.yaml", ".hydra/hydra.yaml", "dlrun.log", "metrics.csv", "summary.json",
-                 "checkpoints/last.pt", "checkpoints/best.pt", "plots/curves.png", "plots/confusion_matrix.png", "plots/samples.png"):
+    for name in (
+        ".hydra/config.yaml",
+        ".hydra/overrides.yaml",
+        ".hydra/hydra.yaml",
+        "dlrun.log",
+        "metrics.csv",
+        "summary.json",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+        "plots/curves.png",
+        "plots/confusion_matrix.png",
+        "plots/samples.png",
+    ):
         assert (run_dir / name).is_file(), name
     for png in (run_dir / "plots").glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -75,11 +86,14 @@ def test_pinned_losses_for_a_seeded_cpu_run(run_dlrun):
 PINNED_LOSSES = [2.157513342832303, 1.5048249847553612, 1.8809102376302083, 1.0000383589002821]
 
 
-@pytest.mark.parametrize("overrides", [
-    ("model=cnn", "optimizer=momentum", "optimizer.lr=0.05", "regularization=[l2,dropout]"),
-    ("model=rnn", "model.cell=gru", "regularization=batchnorm", "optimizer=sgd"),
-    ("model=mlp", "trainer.loss=mse", "optimizer=adamw", "regularization.l2=0.01", "model.activation=leaky_relu"),
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("model=cnn", "optimizer=momentum", "optimizer.lr=0.05", "regularization=[l2,dropout]"),
+        ("model=rnn", "model.cell=gru", "regularization=batchnorm", "optimizer=sgd"),
+        ("model=mlp", "trainer.loss=mse", "optimizer=adamw", "regularization.l2=0.01", "model.activation=leaky_relu"),
+    ],
+)
 def test_other_choices_run_end_to_end(run_dlrun, overrides):
     summary = read_summary(run_dlrun(*QUICK, *overrides, "trainer.epochs=1"))
     assert summary["status"] == "completed" and summary["test"]["acc"] > 0.2
@@ -125,8 +139,9 @@ def test_same_second_runs_get_their_own_folders(tmp_path):
 def test_console_script_prints_plain_lines_off_a_terminal(tmp_path):
     """The installed `dlrun` command, in a fresh process and folder, as a user would start it."""
     dlrun = Path(sys.executable).with_name("dlrun")  # the console script installed beside this interpreter
-    result = subprocess.run([str(dlrun), "debug=fast", "trainer.plots=false"], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=300, env=subprocess_env())
+    result = subprocess.run(
+        [str(dlrun), "debug=fast", "trainer.plots=false"], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=subprocess_env()
+    )
     assert result.returncode == 0, result.stderr
     assert "\x1b[" not in result.stdout  # no colour or cursor codes when stdout is not a terminal
     assert re.search(r"^epoch 1/1 ", result.stdout, flags=re.M)
@@ -135,8 +150,7 @@ def test_console_script_prints_plain_lines_off_a_terminal(tmp_path):
     assert re.fullmatch(r"\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d(_\d+)?", f"{runs[0].parent.name}/{runs[0].name}")
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not (SHARED_DATA / "MNIST" / "raw").is_dir(), reason="the real MNIST files (../shared/data/MNIST) are absent")
+@needs_shared_data("MNIST")
 def test_seed_mnist_reaches_the_tutorials_accuracy(run_dlrun):
     summary = read_summary(run_dlrun("experiment=seed_mnist", f"dataset.root={SHARED_DATA}", "trainer.progress=off"))
     assert summary["data"]["train"] == 60000 and summary["epochs_completed"] == 16

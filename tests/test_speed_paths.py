@@ -15,12 +15,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dlrun.data import Split, load_dataset
-from dlrun.models import build_model
-from dlrun.optim import build_optimizer
-from dlrun.train import StepSettings, evaluate, train_one_epoch
-from tests.conftest import QUICK
-from tests.test_data import make_mnist
+from dlrun.training.data import Split, load_dataset
+from dlrun.training.models import build_model
+from dlrun.training.optim import build_optimizer
+from dlrun.training.steps import StepSettings, evaluate, train_one_epoch
+from tests.helpers import QUICK, make_mnist
 
 CPU = torch.device("cpu")
 
@@ -95,7 +94,7 @@ def test_subnormals_are_flushed_while_training_and_not_after():
 
 DENORMALS_ON_TWO_THREADS = """
 import sys, numpy as np, torch
-from dlrun.device import flush_denormals_everywhere
+from dlrun.training.device import flush_denormals_everywhere
 torch.set_num_threads(2)
 x = torch.from_numpy(np.full(1 << 20, 1e-39, dtype=np.float32))  # subnormal, made without torch's threads
 if sys.argv[1] == "late":
@@ -116,12 +115,12 @@ def test_subnormals_are_flushed_on_torchs_worker_threads_too():
 
 
 def test_a_run_sets_the_flag_before_it_touches_any_data(run_dlrun, monkeypatch):
-    import dlrun.run
+    import dlrun.training.recipe
 
     calls: list[str] = []
     for name in ("flush_denormals_everywhere", "load_dataset"):
-        real = getattr(dlrun.run, name)
-        monkeypatch.setattr(dlrun.run, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+        real = getattr(dlrun.training.recipe, name)
+        monkeypatch.setattr(dlrun.training.recipe, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
     run_dlrun(*QUICK, "debug=fast")
     assert calls == ["flush_denormals_everywhere", "load_dataset"]
 
@@ -159,14 +158,16 @@ HEAVY = "{'torch', 'torchvision', 'sklearn'}"
 
 def heavy_imports(code: str, cwd) -> list[str]:
     """Run `code` in a fresh interpreter (in `cwd`) and list the heavy packages it imported."""
-    script = (f"import sys\n{code}\n"
-              f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {HEAVY}), file=sys.__stderr__)")
+    script = f"import sys\n{code}\nprint(sorted({{m.split('.')[0] for m in sys.modules}} & {HEAVY}), file=sys.__stderr__)"
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=cwd)
     return json.loads(done.stderr.strip().splitlines()[-1].replace("'", '"'))
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["--cfg", "job"], ["--cfg", "job", "experiment=mnist_speedrun"], ["compare", "--help"]],
-                         ids=["help", "cfg-job", "cfg-job-speedrun", "compare-help"])
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["--cfg", "job"], ["--cfg", "job", "experiment=mnist_speedrun"], ["compare", "--help"]],
+    ids=["help", "cfg-job", "cfg-job-speedrun", "compare-help"],
+)
 def test_cli_without_a_run_imports_no_heavy_package(argv, tmp_path):
     code = f"from dlrun.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass"
     assert heavy_imports(code, tmp_path) == []
@@ -177,7 +178,7 @@ def test_the_check_itself_sees_torch(tmp_path):
 
 
 def test_a_non_finite_loss_names_its_step():
-    from dlrun.train import Diverged, _check_finite
+    from dlrun.training.steps import Diverged, _check_finite
 
     losses = [torch.tensor(1.0), torch.tensor(2.0), torch.tensor(float("inf")), torch.tensor(float("nan"))]
     _check_finite(losses[:2], 0, 10)  # finite: no error

@@ -16,13 +16,14 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 from rich.console import Console
 
+from dlrun.analysis.sweep import summarize_sweep
 from dlrun.config import register_configs
-from dlrun.sweep import SweepSummary, summarize_sweep, sweep_folder
+from dlrun.hydra_callbacks import SweepSummary, sweep_folder
 from tests.runfolders import SGD, make_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # '++' adds the callback, or sets it again where conf/config.yaml already has it: the test passes either way.
-CALLBACK = "++hydra.callbacks.sweep_summary._target_=dlrun.sweep.SweepSummary"
+CALLBACK = "++hydra.callbacks.sweep_summary._target_=dlrun.analysis.sweep.SweepSummary"
 
 
 def make_sweep(folder: Path, seeds: tuple[int, ...] = (0, 1)) -> Path:
@@ -31,9 +32,14 @@ def make_sweep(folder: Path, seeds: tuple[int, ...] = (0, 1)) -> Path:
     for optimizer in ("sgd", "adam"):
         for seed in seeds:
             acc = (0.6 if optimizer == "sgd" else 0.8) + 0.05 * seed
-            make_run(folder / str(job), set={"seed": seed} | ({"optimizer": SGD} if optimizer == "sgd" else {}),
-                     overrides=["debug=fast", f"optimizer={optimizer}", f"seed={seed}"], val_acc=[acc - 0.2, acc],
-                     test_acc=acc - 0.02, test_loss=1.5 - acc)
+            make_run(
+                folder / str(job),
+                set={"seed": seed} | ({"optimizer": SGD} if optimizer == "sgd" else {}),
+                overrides=["debug=fast", f"optimizer={optimizer}", f"seed={seed}"],
+                val_acc=[acc - 0.2, acc],
+                test_acc=acc - 0.02,
+                test_loss=1.5 - acc,
+            )
             job += 1
     return folder
 
@@ -112,9 +118,26 @@ def test_sweep_folder_is_the_cached_unique_dir_not_a_new_one(tmp_path):
 @pytest.mark.slow
 def test_a_real_sweep_writes_its_summary(tmp_path):
     sweep = tmp_path / "sweep"
-    done = subprocess.run([sys.executable, "-m", "dlrun", "-m", "debug=fast", "optimizer=sgd,adam", "seed=0,1",
-                           "trainer.plots=false", "trainer.progress=off", "device=cpu", f"hydra.sweep.dir={sweep}", CALLBACK],
-                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dlrun",
+            "-m",
+            "debug=fast",
+            "optimizer=sgd,adam",
+            "seed=0,1",
+            "trainer.plots=false",
+            "trainer.progress=off",
+            "device=cpu",
+            f"hydra.sweep.dir={sweep}",
+            CALLBACK,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
     rows = read_csv(sweep / "sweep_summary.csv")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dlrun.cli import main
-from tests.conftest import read_summary
+from tests.helpers import read_summary
 
 SWEEP = ["-m", "debug=fast", "trainer.limit_train_batches=3", "trainer.plots=false", "trainer.progress=off", "resume=auto"]
 
@@ -64,8 +64,17 @@ def test_joblib_launcher_gives_the_same_jobs_without_oversubscribing(tmp_path):
 def test_failing_and_diverging_jobs_do_not_sink_the_sweep(tmp_path, capsys):
     sweep_dir = tmp_path / "sweep"
     with pytest.raises(SystemExit) as info:
-        main(["-m", "debug=fast", "trainer.plots=false", "trainer.progress=off", "optimizer=sgd", "optimizer.lr=0.1,-1,1e12",
-              f"hydra.sweep.dir={sweep_dir}"])
+        main(
+            [
+                "-m",
+                "debug=fast",
+                "trainer.plots=false",
+                "trainer.progress=off",
+                "optimizer=sgd",
+                "optimizer.lr=0.1,-1,1e12",
+                f"hydra.sweep.dir={sweep_dir}",
+            ]
+        )
     assert info.value.code == 1
     statuses = [read_summary(sweep_dir / job)["status"] for job in ("0", "1", "2")]
     assert statuses == ["completed", "failed", "diverged"]

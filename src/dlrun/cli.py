@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 # name -> "module:function" taking the remaining argv and returning an exit code
-SUBCOMMANDS: dict[str, str] = {"compare": "dlrun.compare:main"}
+SUBCOMMANDS: dict[str, str] = {"compare": "dlrun.analysis.compare:main"}
 
 EXIT_USAGE = 2  # a bad value, missing data or device, a run that cannot be resumed
 EXIT_FAILED = 1  # the run failed or diverged
@@ -32,7 +32,7 @@ def task(cfg) -> dict | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from dlrun.signals import Interrupted, stop_on_signals
+    from dlrun.training.signals import Interrupted, stop_on_signals
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -62,7 +62,7 @@ def _run(cfg, run_dir: Path, overrides: list[str], stop) -> dict:
     from omegaconf import OmegaConf
 
     from dlrun.config import validate
-    from dlrun.resume import merge_for_resume, read_summary, resume_folder, saved_config
+    from dlrun.training.resume import merge_for_resume, read_summary, resume_folder, saved_config
 
     validate(cfg)  # before importing torch: a bad value is reported in a fraction of a second
     folder = resume_folder(cfg.resume, run_dir)
@@ -76,17 +76,17 @@ def _run(cfg, run_dir: Path, overrides: list[str], stop) -> dict:
             return summary
         cfg = OmegaConf.create(merged)
         overrides = summary.get("overrides", overrides)
-    from dlrun.run import execute
+    from dlrun.training.recipe import execute
 
     return execute(cfg, run_dir, overrides=overrides, resume=folder is not None, stop=stop)
 
 
 def _describe_failure(err: Exception, run_dir: Path) -> tuple[int, str]:
-    from dlrun.errors import DlrunError
+    from dlrun.errors import Diverged, DlrunError
 
     if isinstance(err, DlrunError):
         return EXIT_USAGE, f"dlrun: error: {err}"
-    if type(err).__name__ == "Diverged":  # by name: importing dlrun.train would import torch just to print
+    if isinstance(err, Diverged):
         return EXIT_FAILED, f"dlrun: diverged: {err}; try a lower optimizer.lr (run folder: {run_dir})"
     text = str(err).strip().splitlines()[0] if str(err).strip() else ""
     return EXIT_FAILED, f"dlrun: failed: {type(err).__name__}: {text} (run folder: {run_dir}; DLRUN_TRACEBACK=1 shows the traceback)"
@@ -96,7 +96,7 @@ def _record_failure(run_dir: Path, err: Exception, cfg, overrides: list[str]) ->
     """A job that failed before its run started (a bad value, say) still leaves a summary.json."""
     from omegaconf import OmegaConf
 
-    from dlrun.record import write_json
+    from dlrun.training.recorder import write_json
 
     path = run_dir / "summary.json"
     if path.exists():
@@ -106,8 +106,17 @@ def _record_failure(run_dir: Path, err: Exception, cfg, overrides: list[str]) ->
     except Exception:  # noqa: BLE001  a broken file or config must not hide the original error
         config = None
     epochs = config.get("trainer", {}).get("epochs") if isinstance(config, dict) else None
-    write_json(path, {"status": "failed", "error": str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__,
-                      "epochs": epochs, "epochs_completed": 0, "overrides": overrides, "config": config})
+    write_json(
+        path,
+        {
+            "status": "failed",
+            "error": str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__,
+            "epochs": epochs,
+            "epochs_completed": 0,
+            "overrides": overrides,
+            "config": config,
+        },
+    )
 
 
 def error_message(err: Exception) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from dlrun.errors import DlrunError
+from dlrun.errors import ConfigError
 
 # ---------------------------------------------------------------------------------------------
 # Schemas. Each group option's YAML names its schema in its defaults list
@@ -200,10 +200,6 @@ def config_dir() -> Path:
 
 # ---------------------------------------------------------------------------------------------
 # Value checks after composition.
-
-
-class ConfigError(DlrunError):
-    """A config value outside its allowed range; the message is one line for the user."""
 
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "leaky_relu", "gelu")

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from dlrun.train import ProgressFn
+    from dlrun.training.steps import ProgressFn
 
 
 def pct(fraction: float) -> str:
@@ -26,8 +26,7 @@ class Reporter:
     def __init__(self, log_path: Path, progress: str = "auto", console: Console | None = None):
         self.console = console or Console(highlight=False)
         self._log_file = open(log_path, "a", encoding="utf-8")
-        self.log = Console(file=self._log_file, width=110, color_system=None, force_terminal=False,
-                           highlight=False, emoji=False)
+        self.log = Console(file=self._log_file, width=110, color_system=None, force_terminal=False, highlight=False, emoji=False)
         self.live = progress == "on" or (progress == "auto" and self.console.is_terminal)
 
     def print(self, *objects, **kwargs) -> None:
@@ -41,16 +40,21 @@ class Reporter:
         if not self.live:
             yield None
             return
-        columns = (TextColumn(f"epoch {epoch}/{epochs}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn())
+        columns = (
+            TextColumn(f"epoch {epoch}/{epochs}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
         with Progress(*columns, console=self.console, transient=True) as bar:
             task = bar.add_task("train", total=steps, loss="-")
             yield lambda done, loss: bar.update(task, completed=done, loss=f"{loss:.4f}")
 
-    def epoch_line(self, epoch: int, epochs: int, train: dict, evaluation: dict | None, eval_name: str,
-                   seconds: float, best: bool) -> None:
+    def epoch_line(self, epoch: int, epochs: int, train: dict, evaluation: dict | None, eval_name: str, seconds: float, best: bool) -> None:
         width = len(str(epochs))
-        text = (f"epoch {epoch:>{width}}/{epochs}  train loss {train['loss']:.4f} acc {pct(train['acc'])}")
+        text = f"epoch {epoch:>{width}}/{epochs}  train loss {train['loss']:.4f} acc {pct(train['acc'])}"
         if evaluation is not None:
             text += f"  {eval_name} loss {evaluation['loss']:.4f} acc [bold]{pct(evaluation['acc'])}[/]"
         text += f"  {seconds:.2f} s" + ("  [green]*best[/]" if best else "")

@@ -88,8 +88,9 @@ def _lean_supported(optimizer: torch.optim.Optimizer) -> bool:
     if not tensors or len({(p.device, p.dtype) for p in tensors}) != 1 or tensors[0].is_complex():
         return False
     plain = ("fused", True), ("maximize", False), ("differentiable", False), ("capturable", False), ("amsgrad", False)
-    return all(g.get(key, value) == value for g in optimizer.param_groups for key, value in plain) and \
-        all(isinstance(v, float) for g in optimizer.param_groups for v in (g["lr"], *g.get("betas", ())))
+    return all(g.get(key, value) == value for g in optimizer.param_groups for key, value in plain) and all(
+        isinstance(v, float) for g in optimizer.param_groups for v in (g["lr"], *g.get("betas", ()))
+    )
 
 
 def lean_step(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
@@ -152,13 +153,35 @@ def lean_step(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
                 counter.add_(1)  # torch.optim's _foreach_add_ over the step tensors costs ~0.1 ms on a CPU
                 kernel = torch._fused_adamw_ if group.get("decoupled_weight_decay") else torch._fused_adam_
                 beta1, beta2 = group["betas"]
-                kernel(params, group_grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=group["lr"], beta1=beta1,
-                       beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
+                kernel(
+                    params,
+                    group_grads,
+                    exp_avgs,
+                    exp_avg_sqs,
+                    [],
+                    steps,
+                    amsgrad=False,
+                    lr=group["lr"],
+                    beta1=beta1,
+                    beta2=beta2,
+                    weight_decay=group["weight_decay"],
+                    eps=group["eps"],
+                    maximize=False,
+                )
             else:
                 buffers = state[0] if state else []  # no momentum: no buffers
-                torch._fused_sgd_(params, group_grads, buffers, weight_decay=group["weight_decay"], momentum=group["momentum"],
-                                  lr=group["lr"], dampening=group["dampening"], nesterov=group["nesterov"], maximize=False,
-                                  is_first_step=False)
+                torch._fused_sgd_(
+                    params,
+                    group_grads,
+                    buffers,
+                    weight_decay=group["weight_decay"],
+                    momentum=group["momentum"],
+                    lr=group["lr"],
+                    dampening=group["dampening"],
+                    nesterov=group["nesterov"],
+                    maximize=False,
+                    is_first_step=False,
+                )
 
     return step
 

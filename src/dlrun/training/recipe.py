@@ -17,18 +17,18 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from dlrun.config import ConfigError, validate
-from dlrun.console import Reporter
-from dlrun.data import Data, load_dataset
-from dlrun.device import describe, flush_denormals_everywhere, resolve_device, seed_everything, set_threads
-from dlrun.errors import DlrunError
-from dlrun.models import build_model, count_parameters
-from dlrun.optim import build_optimizer
-from dlrun.plots import plot_confusion_matrix, plot_curves, plot_samples
-from dlrun.record import RunRecorder, command_line, git_commit, versions
-from dlrun.resume import ResumeError, check_same_model, load_checkpoint, read_metrics
-from dlrun.signals import Interrupted, StopRequest
-from dlrun.train import Diverged, StepSettings, evaluate, make_loss, num_batches, train_one_epoch
+from dlrun.config import validate
+from dlrun.errors import ConfigError, DlrunError, ResumeError
+from dlrun.training.console import Reporter
+from dlrun.training.data import Data, load_dataset
+from dlrun.training.device import describe, flush_denormals_everywhere, resolve_device, seed_everything, set_threads
+from dlrun.training.models import build_model, count_parameters
+from dlrun.training.optim import build_optimizer
+from dlrun.training.plots import plot_confusion_matrix, plot_samples, plot_training_curves
+from dlrun.training.recorder import RunRecorder, command_line, git_commit, versions
+from dlrun.training.resume import check_same_model, load_checkpoint, restore_metrics
+from dlrun.training.signals import Interrupted, StopRequest
+from dlrun.training.steps import Diverged, StepSettings, evaluate, make_loss, num_batches, train_one_epoch
 
 # ---------------------------------------------------------------------------------------------
 # Config nodes -> keyword arguments.
@@ -77,10 +77,22 @@ class Progress:
     best_state: dict[str, torch.Tensor] | None = None
 
 
-def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: Data, *, epochs: int, train_settings: StepSettings,
-        eval_settings: StepSettings, generator: torch.Generator, recorder: RunRecorder, reporter: Reporter,
-        checkpoints: bool, compile_model: bool = False, start: Progress | None = None,
-        stop: StopRequest | None = None) -> dict[str, Any]:
+def fit(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: Data,
+    *,
+    epochs: int,
+    train_settings: StepSettings,
+    eval_settings: StepSettings,
+    generator: torch.Generator,
+    recorder: RunRecorder,
+    reporter: Reporter,
+    checkpoints: bool,
+    compile_model: bool = False,
+    start: Progress | None = None,
+    stop: StopRequest | None = None,
+) -> dict[str, Any]:
     """Train up to `epochs`, evaluating after each; keep the best-validation weights in `model` at the end."""
     forward = torch.compile(model) if compile_model else model
     eval_split, eval_name = (data.val, "val") if data.val is not None else (data.test, "test")
@@ -102,8 +114,14 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: Data, *,
         timing["eval_s"] += seconds - train["seconds"]
         timing["epoch_s"].append(seconds)
         timing["train_examples"] += train["examples"]
-        row = {"epoch": epoch, "train/loss": train["loss"], "train/acc": train["acc"],
-               f"{eval_name}/loss": scores["loss"], f"{eval_name}/acc": scores["acc"], "lr": optimizer.param_groups[0]["lr"]}
+        row = {
+            "epoch": epoch,
+            "train/loss": train["loss"],
+            "train/acc": train["acc"],
+            f"{eval_name}/loss": scores["loss"],
+            f"{eval_name}/acc": scores["acc"],
+            "lr": optimizer.param_groups[0]["lr"],
+        }
         recorder.append_metrics(row)
         state.history.append(row)
         state.epoch = epoch
@@ -115,8 +133,16 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: Data, *,
         if checkpoints:
             if is_best:
                 recorder.save_checkpoint("best.pt", {"epoch": epoch, "model": state.best_state, "best": state.best})
-            recorder.save_checkpoint("last.pt", {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                                 "rng": rng_state(generator), "best": state.best})
+            recorder.save_checkpoint(
+                "last.pt",
+                {
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "rng": rng_state(generator),
+                    "best": state.best,
+                },
+            )
         reporter.epoch_line(epoch, epochs, train, scores, eval_name, seconds, best=is_best and eval_name == "val")
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
@@ -158,8 +184,9 @@ def restore(model: torch.nn.Module, optimizer: torch.optim.Optimizer, generator:
     best_state = load_checkpoint(best_path)["model"] if best_path.is_file() else None
     if best_state is not None:
         best_state = {k: v.to(next(iter(model.state_dict().values())).device) for k, v in best_state.items()}
-    return Progress(epoch=checkpoint["epoch"], history=read_metrics(run_dir, checkpoint["epoch"]), best=checkpoint["best"],
-                    best_state=best_state)
+    return Progress(
+        epoch=checkpoint["epoch"], history=restore_metrics(run_dir, checkpoint["epoch"]), best=checkpoint["best"], best_state=best_state
+    )
 
 
 def confusion_matrix(targets: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> list[list[int]]:
@@ -176,13 +203,22 @@ def sample_indices(targets: torch.Tensor, predictions: torch.Tensor, count: int 
 
 def write_plots(recorder: RunRecorder, data: Data, history: list[dict], test: dict, title: str) -> None:
     recorder.plot_dir.mkdir(exist_ok=True)
-    plot_curves(history, recorder.plot_dir / "curves.png", title=title)
+    plot_training_curves(history, recorder.plot_dir / "curves.png", title=title)
     targets, predictions = test["targets"], test["predictions"]
-    plot_confusion_matrix(confusion_matrix(targets, predictions, data.num_classes), data.classes,
-                          recorder.plot_dir / "confusion_matrix.png", title=f"test confusion matrix: {title}")
+    plot_confusion_matrix(
+        confusion_matrix(targets, predictions, data.num_classes),
+        data.classes,
+        recorder.plot_dir / "confusion_matrix.png",
+        title=f"test confusion matrix: {title}",
+    )
     chosen = sample_indices(targets, predictions)
-    plot_samples(data.test.x[chosen].float().cpu(), targets[chosen].tolist(), predictions[chosen].tolist(), data.classes,
-                 recorder.plot_dir / "samples.png")
+    plot_samples(
+        data.test.x[chosen].float().cpu(),
+        targets[chosen].tolist(),
+        predictions[chosen].tolist(),
+        data.classes,
+        recorder.plot_dir / "samples.png",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,8 +229,15 @@ def now() -> str:
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
-def execute(cfg: DictConfig, run_dir: Path, *, console: Console | None = None, overrides: list[str] | None = None,
-            resume: bool = False, stop: StopRequest | None = None) -> dict[str, Any]:
+def execute(
+    cfg: DictConfig,
+    run_dir: Path,
+    *,
+    console: Console | None = None,
+    overrides: list[str] | None = None,
+    resume: bool = False,
+    stop: StopRequest | None = None,
+) -> dict[str, Any]:
     """Run the experiment `cfg` into `run_dir` (continuing its last.pt when `resume`); return the
     summary also written to summary.json.
 
@@ -209,9 +252,17 @@ def execute(cfg: DictConfig, run_dir: Path, *, console: Console | None = None, o
     reporter = Reporter(run_dir / "dlrun.log", cfg.trainer.progress, console)
     started = time.perf_counter()
     title = describe_experiment(cfg)
-    summary: dict[str, Any] = {"status": "running", "experiment": title, "command": command_line(), "started_at": now(),
-                               "epochs": cfg.trainer.epochs, "epochs_completed": 0, "seed": cfg.seed,
-                               "overrides": list(overrides or []), "config": OmegaConf.to_container(cfg, resolve=True)}
+    summary: dict[str, Any] = {
+        "status": "running",
+        "experiment": title,
+        "command": command_line(),
+        "started_at": now(),
+        "epochs": cfg.trainer.epochs,
+        "epochs_completed": 0,
+        "seed": cfg.seed,
+        "overrides": list(overrides or []),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
     # A resumed folder keeps its summary until its checkpoint has loaded: a refused resume changes nothing.
     touched = not resume
     if touched:
@@ -234,25 +285,56 @@ def execute(cfg: DictConfig, run_dir: Path, *, console: Console | None = None, o
                 raise ResumeError(f"trainer.epochs={cfg.trainer.epochs} is below the {progress.epoch} epochs this run has finished")
             summary["resumed_from_epoch"] = progress.epoch
             touched = True
-        summary |= {"device": describe(device), "params": count_parameters(model), "versions": versions(), "git_commit": git_commit(),
-                    "data": {"name": data.name, "train": len(data.train), "val": len(data.val) if data.val else 0,
-                             "test": len(data.test), "input_shape": list(data.input_shape), "classes": data.num_classes}}
+        summary |= {
+            "device": describe(device),
+            "params": count_parameters(model),
+            "versions": versions(),
+            "git_commit": git_commit(),
+            "data": {
+                "name": data.name,
+                "train": len(data.train),
+                "val": len(data.val) if data.val else 0,
+                "test": len(data.test),
+                "input_shape": list(data.input_shape),
+                "classes": data.num_classes,
+            },
+        }
         recorder.write_summary(summary)
-        reporter.print(f"[bold]{title}[/]  {summary['params']:,} parameters, {len(data.train)} training images, "
-                       f"device {summary['device']}" + (f"; resuming after epoch {progress.epoch}" if resume else ""), soft_wrap=True)
+        reporter.print(
+            f"[bold]{title}[/]  {summary['params']:,} parameters, {len(data.train)} training images, "
+            f"device {summary['device']}" + (f"; resuming after epoch {progress.epoch}" if resume else ""),
+            soft_wrap=True,
+        )
         loss_fn = make_loss(cfg.trainer.loss, data.num_classes)
         trainer = cfg.trainer
-        train_settings = StepSettings(trainer.batch_size, loss_fn, cfg.regularization.l1, trainer.limit_train_batches,
-                                      trainer.shuffle, trainer.precision)
+        train_settings = StepSettings(
+            trainer.batch_size, loss_fn, cfg.regularization.l1, trainer.limit_train_batches, trainer.shuffle, trainer.precision
+        )
         eval_settings = StepSettings(trainer.eval_batch_size, loss_fn, 0.0, trainer.limit_eval_batches, False, trainer.precision)
-        result = fit(model, optimizer, data, epochs=trainer.epochs, train_settings=train_settings, eval_settings=eval_settings,
-                     generator=generator, recorder=recorder, reporter=reporter, checkpoints=trainer.checkpoints,
-                     compile_model=trainer.compile, start=progress, stop=stop)
+        result = fit(
+            model,
+            optimizer,
+            data,
+            epochs=trainer.epochs,
+            train_settings=train_settings,
+            eval_settings=eval_settings,
+            generator=generator,
+            recorder=recorder,
+            reporter=reporter,
+            checkpoints=trainer.checkpoints,
+            compile_model=trainer.compile,
+            start=progress,
+            stop=stop,
+        )
         test = evaluate(model, data.test, eval_settings, keep_predictions=True)
         history = result["history"]
-        summary |= {"status": "completed", "final": history[-1], "best": result["best"],
-                    "test": {"loss": test["loss"], "acc": test["acc"], "examples": test["examples"]},
-                    "timing": _timing(result["timing"], started)}
+        summary |= {
+            "status": "completed",
+            "final": history[-1],
+            "best": result["best"],
+            "test": {"loss": test["loss"], "acc": test["acc"], "examples": test["examples"]},
+            "timing": _timing(result["timing"], started),
+        }
         if trainer.plots:
             write_plots(recorder, data, history, test, title)
     except Diverged as err:
@@ -287,6 +369,10 @@ def _timing(timing: dict | None, started: float) -> dict[str, float]:
     wall = time.perf_counter() - started
     if not timing or not timing["epoch_s"]:
         return {"wall_s": wall}
-    return {"wall_s": wall, "train_s": timing["train_s"], "eval_s": timing["eval_s"],
-            "epoch_s_median": statistics.median(timing["epoch_s"]),
-            "samples_per_s": timing["train_examples"] / timing["train_s"] if timing["train_s"] else 0.0}
+    return {
+        "wall_s": wall,
+        "train_s": timing["train_s"],
+        "eval_s": timing["eval_s"],
+        "epoch_s_median": statistics.median(timing["epoch_s"]),
+        "samples_per_s": timing["train_examples"] / timing["train_s"] if timing["train_s"] else 0.0,
+    }

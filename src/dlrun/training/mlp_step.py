@@ -47,11 +47,18 @@ def relu_mlp_layers(model: nn.Module) -> list[nn.Linear] | None:
 def _has_hooks(model: nn.Module) -> bool:
     from torch.nn.modules import module as torch_module
 
-    global_hooks = (torch_module._global_forward_hooks, torch_module._global_forward_pre_hooks,
-                    torch_module._global_backward_hooks, torch_module._global_backward_pre_hooks)
+    global_hooks = (
+        torch_module._global_forward_hooks,
+        torch_module._global_forward_pre_hooks,
+        torch_module._global_backward_hooks,
+        torch_module._global_backward_pre_hooks,
+    )
     module_hooks = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-    return any(global_hooks) or any(getattr(m, name) for m in model.modules() for name in module_hooks) or \
-        any(p._backward_hooks or p._post_accumulate_grad_hooks for p in model.parameters())
+    return (
+        any(global_hooks)
+        or any(getattr(m, name) for m in model.modules() for name in module_hooks)
+        or any(p._backward_hooks or p._post_accumulate_grad_hooks for p in model.parameters())
+    )
 
 
 def mlp_step(model: nn.Module, loss_fn: Callable, precision: str, batch_size: int) -> StepFn | None:

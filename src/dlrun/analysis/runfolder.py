@@ -16,15 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dlrun.errors import RunFolderError
+
 # Keys a run answers besides its config and overrides. The metrics are those of the epoch with the
 # best val/acc (the weights a run keeps and tests), except train/* (the last epoch) and time_s.
 METRICS = ("val/acc", "val/loss", "test/acc", "test/loss", "train/acc", "train/loss", "best_epoch", "time_s", "params")
 FIELDS = ("run", "status", "epochs_done", "epochs", "error", "experiment", "path")
 ALIASES = {"time": "time_s", "wall_s": "time_s", "id": "run"}
-
-
-class RunFolderError(Exception):
-    """A folder that looks like a run but cannot be read; the message is one line."""
 
 
 @dataclass
@@ -178,19 +176,34 @@ def load_run(path: Path | str) -> Run:
     flat = flatten(config or {})
     status = summary.get("status", "unknown")
     best, test, final = summary.get("best") or {}, summary.get("test") or {}, summary.get("final") or {}
-    run = Run(path=path, status=status, epochs=summary.get("epochs", flat.get("trainer.epochs")),
-              epochs_done=summary.get("epochs_completed", 0), config=flat, overrides=parse_overrides(overrides or []),
-              metrics={}, experiment=summary.get("experiment", ""), error=summary.get("error", ""))
+    run = Run(
+        path=path,
+        status=status,
+        epochs=summary.get("epochs", flat.get("trainer.epochs")),
+        epochs_done=summary.get("epochs_completed", 0),
+        config=flat,
+        overrides=parse_overrides(overrides or []),
+        metrics={},
+        experiment=summary.get("experiment", ""),
+        error=summary.get("error", ""),
+    )
     if status != "completed" or not final:
         # A running run's summary.json was written at its start: metrics.csv knows how far it got.
         rows = run.rows()
         run.epochs_done = len(rows)
         final = final or (rows[-1] if rows else {})
         best = best or best_of(rows)
-    values = {"val/acc": best.get("val/acc"), "val/loss": best.get("val/loss"), "test/acc": test.get("acc"),
-              "test/loss": test.get("loss"), "train/acc": final.get("train/acc"), "train/loss": final.get("train/loss"),
-              "best_epoch": best.get("epoch"), "time_s": (summary.get("timing") or {}).get("wall_s"),
-              "params": summary.get("params")}
+    values = {
+        "val/acc": best.get("val/acc"),
+        "val/loss": best.get("val/loss"),
+        "test/acc": test.get("acc"),
+        "test/loss": test.get("loss"),
+        "train/acc": final.get("train/acc"),
+        "train/loss": final.get("train/loss"),
+        "best_epoch": best.get("epoch"),
+        "time_s": (summary.get("timing") or {}).get("wall_s"),
+        "params": summary.get("params"),
+    }
     run.metrics = {k: v for k, v in values.items() if v is not None}
     return run
 

@@ -14,12 +14,11 @@ from rich.cells import cell_len
 from rich.console import Console
 from rich.text import Span, Text
 
-from dlrun.query import Group, Stat, higher_is_better
-from dlrun.report import METRICS, epochs_cell, header, human, human_columns, item_value
-from dlrun.runs import Run
+from dlrun.analysis.query import Group, Stat, higher_is_better
+from dlrun.analysis.report import METRICS, epochs_cell, header, human, human_columns, item_value
+from dlrun.analysis.runfolder import Run
 
-STATUS_STYLE = {"completed": "green", "running": "cyan", "failed": "red", "diverged": "magenta",
-                "interrupted": "yellow", "unknown": "dim"}
+STATUS_STYLE = {"completed": "green", "running": "cyan", "failed": "red", "diverged": "magenta", "interrupted": "yellow", "unknown": "dim"}
 
 
 def table_console(file: IO[str] | None = None) -> Console:
@@ -31,8 +30,9 @@ def table_console(file: IO[str] | None = None) -> Console:
     return console
 
 
-def print_table(console: Console, items: Sequence[Run | Group], keys: Sequence[str], *, metric: str, sort: str,
-                title: str = "", caption: str = "") -> None:
+def print_table(
+    console: Console, items: Sequence[Run | Group], keys: Sequence[str], *, metric: str, sort: str, title: str = "", caption: str = ""
+) -> None:
     """The table, its lines cut at the console's edge, then the caption, wrapped."""
     table, note = render_table(items, keys, metric=metric, sort=sort, title=title, width=console.width)
     console.print(table, no_wrap=True, overflow="ellipsis", crop=True)
@@ -41,8 +41,9 @@ def print_table(console: Console, items: Sequence[Run | Group], keys: Sequence[s
         console.print(caption, style="dim", markup=False)
 
 
-def render_table(items: Sequence[Run | Group], keys: Sequence[str], *, metric: str, sort: str, title: str = "",
-                 width: int = 120) -> tuple[Text, str]:
+def render_table(
+    items: Sequence[Run | Group], keys: Sequence[str], *, metric: str, sort: str, title: str = "", width: int = 120
+) -> tuple[Text, str]:
     """The table as rich Text fitted to `width` characters (title, header, a rule, one line per item),
     and a note naming the columns left out to fit, if any.
 
@@ -61,7 +62,7 @@ def render_table(items: Sequence[Run | Group], keys: Sequence[str], *, metric: s
     if "run" in columns:
         i = columns.index("run")
         for row in cells:
-            row[i] = row[i] if cell_len(row[i]) <= run_width else "…" + row[i][len(row[i]) - run_width + 1:]
+            row[i] = row[i] if cell_len(row[i]) <= run_width else "…" + row[i][len(row[i]) - run_width + 1 :]
     shown = [i for i, c in enumerate(columns) if c not in dropped]
     widths = {i: max([cell_len(line) for line in headers[i].split("\n")] + [cell_len(row[i]) for row in cells]) for i in shown}
     right = {i for i in shown if columns[i] in {*METRICS, "epochs", "n"}}
@@ -128,8 +129,7 @@ def wrap_header(head: str, width: int) -> str:
     return "\n".join(line.rstrip() for line in lines) + arrow
 
 
-def _fit(columns: list[str], headers: list[str], cells: list[list[str]], width: int,
-         keep: set[str]) -> tuple[list[str], int, list[str]]:
+def _fit(columns: list[str], headers: list[str], cells: list[list[str]], width: int, keep: set[str]) -> tuple[list[str], int, list[str]]:
     """Headers broken into lines where that saves room, the width left for run ids, and the columns dropped."""
     cell_width = [max((cell_len(row[i]) for row in cells), default=0) for i in range(len(columns))]
 

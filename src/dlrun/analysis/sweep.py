@@ -1,17 +1,11 @@
 """The summary of a sweep (`dlrun -m ...`), printed and written into the sweep folder when it ends.
 
-Hydra calls `SweepSummary.on_multirun_end` once, in the process that launched the jobs, after the
-last one returned (with any launcher: basic, joblib, submitit). It reads the job folders the way
+dlrun.hydra_callbacks.SweepSummary calls `summarize_sweep` once, in the process that launched the
+jobs, after the last one returned (with any launcher: basic, joblib, submitit). It reads the job folders the way
 `dlrun compare` does and draws them with the same functions: one table row per job with the
 overrides that vary as columns, best job first; when the sweep repeats seeds, the same table
 folded over seed as mean ± std (n); then sweep_summary.csv, sweep_summary.md and sweep_curves.png.
 
-Enable it in conf/config.yaml:
-
-    hydra:
-      callbacks:
-        sweep_summary:
-          _target_: dlrun.sweep.SweepSummary
 """
 
 from __future__ import annotations
@@ -19,41 +13,14 @@ from __future__ import annotations
 import io
 import sys
 from pathlib import Path
-from typing import Any
 
-from hydra.experimental.callback import Callback
 from rich.console import Console
 
-from dlrun import report
-from dlrun.curves import plot_curves
-from dlrun.query import default_metric, group_runs, sort_items, varying_overrides
-from dlrun.runs import find_runs
-from dlrun.table import print_table, table_console
-
-
-class SweepSummary(Callback):
-    """Hydra callback: summarize the sweep's jobs when the sweep ends."""
-
-    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        """Summarize; then, if any job failed, diverged or was cut short, end the sweep with exit code 1."""
-        folder = sweep_folder(config)
-        summarize_sweep(folder)
-        jobs = find_runs([folder], [])
-        unfinished = [run for run in jobs if run.status != "completed"]
-        if unfinished:
-            print(f"dlrun: {len(unfinished)} of {len(jobs)} jobs did not complete: "
-                  + ", ".join(f"{run.id} {run.status}" for run in unfinished), file=sys.stderr)
-            raise SystemExit(1)
-
-
-def sweep_folder(config: Any) -> Path:
-    """The sweep's folder, from the config Hydra hands to on_multirun_end.
-
-    hydra.sweep.dir is `${dlrun.unique_dir:multirun/...}`, a cached resolver: the sweeper resolved
-    it on this same config object to create the folder, so reading it again returns that folder
-    and creates none.
-    """
-    return Path(str(config.hydra.sweep.dir))
+from dlrun.analysis import report
+from dlrun.analysis.curves import plot_runs
+from dlrun.analysis.query import default_metric, group_runs, sort_items, varying_overrides
+from dlrun.analysis.runfolder import find_runs
+from dlrun.analysis.table import print_table, table_console
 
 
 def summarize_sweep(sweep_dir: Path | str, console: Console | None = None) -> dict[str, Path]:
@@ -92,6 +59,6 @@ def summarize_sweep(sweep_dir: Path | str, console: Console | None = None) -> di
         report.write_md(items, columns, md, metric=metric, sort=metric, title=heading)
         md.write("\n")
     paths["md"].write_text(md.getvalue() + caption + "\n", encoding="utf-8")
-    plot_curves(jobs, metric, paths["png"], keys, title=title, groups=groups)
+    plot_runs(jobs, metric, paths["png"], keys, title=title, groups=groups)
     console.print(f"sweep summary: {paths['csv']}, {paths['md'].name}, {paths['png'].name}", markup=False, soft_wrap=True)
     return paths

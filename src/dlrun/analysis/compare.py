@@ -12,13 +12,21 @@ import argparse
 import os
 import sys
 
-from dlrun import report
-from dlrun.query import default_metric, differing_keys, filter_runs, group_runs, parse_condition, resolve_key, sort_items, varying_overrides
-from dlrun.runs import find_runs, load_run
-from dlrun.table import print_table, table_console
+from dlrun.analysis import report
+from dlrun.analysis.query import (
+    default_metric,
+    differing_keys,
+    filter_runs,
+    group_runs,
+    parse_condition,
+    resolve_key,
+    sort_items,
+    varying_overrides,
+)
+from dlrun.analysis.runfolder import find_runs, load_run
+from dlrun.analysis.table import print_table, table_console
 
-__all__ = ["main", "parser", "find_runs", "load_run", "differing_keys", "varying_overrides", "filter_runs", "group_runs",
-           "sort_items"]
+__all__ = ["main", "parser", "find_runs", "load_run", "differing_keys", "varying_overrides", "filter_runs", "group_runs", "sort_items"]
 
 CURVE_METRICS = ("val/acc", "val/loss", "test/acc", "test/loss", "train/acc", "train/loss")  # metrics.csv columns
 
@@ -46,19 +54,37 @@ highest accuracy first and the lowest value of anything else (loss, time, lr, na
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dlrun compare", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                description="Compare dlrun run folders: one row per run, a column per config key that differs.")
+    p = argparse.ArgumentParser(
+        prog="dlrun compare",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Compare dlrun run folders: one row per run, a column per config key that differs.",
+    )
     p.add_argument("paths", nargs="+", metavar="PATH", help="run folders, sweep folders, or any folder holding them (searched recursively)")
     p.add_argument("--sort", metavar="KEY", help="order rows by KEY (default: --metric)")
     p.add_argument("--reverse", action="store_true", help="flip the sort order")
-    p.add_argument("--filter", metavar="KEY=VALUE", action="append", default=[],
-                   help="keep runs whose KEY equals VALUE (numbers compare as numbers; VALUE may be A,B; also !=, <, <=, >, >=); "
-                        "repeat to require several")
-    p.add_argument("--group-by", metavar="KEY", action="append", default=[],
-                   help="fold runs that differ only in KEY (e.g. seed) into one row of mean ± std (n); repeatable or A,B")
-    p.add_argument("--metric", metavar="NAME", help=f"the metric the table highlights, the default sort, and the plot's curves: "
-                                                    f"{', '.join(CURVE_METRICS)} (default: val/acc, or test/acc when no run has "
-                                                    "a validation split)")
+    p.add_argument(
+        "--filter",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="keep runs whose KEY equals VALUE (numbers compare as numbers; VALUE may be A,B; also !=, <, <=, >, >=); "
+        "repeat to require several",
+    )
+    p.add_argument(
+        "--group-by",
+        metavar="KEY",
+        action="append",
+        default=[],
+        help="fold runs that differ only in KEY (e.g. seed) into one row of mean ± std (n); repeatable or A,B",
+    )
+    p.add_argument(
+        "--metric",
+        metavar="NAME",
+        help=f"the metric the table highlights, the default sort, and the plot's curves: "
+        f"{', '.join(CURVE_METRICS)} (default: val/acc, or test/acc when no run has "
+        "a validation split)",
+    )
     p.add_argument("--format", choices=("table", "csv", "json", "md"), default="table", help="output format (default: table)")
     p.add_argument("--top", metavar="N", type=int, help="show only the first N rows")
     p.add_argument("--plot", metavar="FILE", help="write the per-epoch curves of --metric for every run to FILE (png, pdf, svg)")
@@ -120,9 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.plot:
         shown = [run for item in items for run in (item.runs if by else [item])]
-        from dlrun.curves import plot_curves
+        from dlrun.analysis.curves import plot_runs
 
         heading = report.title(runs, total, args.filter) + (", runs of a group in shades of one colour" if by else "")
-        drawn = plot_curves(shown, metric, args.plot, differing_keys(shown), title=heading, groups=items if by else None)
+        drawn = plot_runs(shown, metric, args.plot, differing_keys(shown), title=heading, groups=items if by else None)
         print(f"wrote {args.plot}: {metric} per epoch for {drawn} of {len(shown)} runs", file=sys.stderr)
     return 0

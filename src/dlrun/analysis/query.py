@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dlrun.runs import ALIASES, FIELDS, METRICS, Run, natural_key, text
+from dlrun.analysis.runfolder import ALIASES, FIELDS, METRICS, Run, natural_key, text
 
 # ---------------------------------------------------------------------------------------------
 # Keys: which ones differ, and what a user's KEY means.
@@ -22,8 +22,7 @@ from dlrun.runs import ALIASES, FIELDS, METRICS, Run, natural_key, text
 
 # Keys that change what a run shows, where it reads from or how fast it goes, never what it
 # learns: not worth a column.
-QUIET_KEYS = frozenset({"trainer.progress", "trainer.plots", "trainer.checkpoints", "dataset.root", "dataset.download",
-                        "device.threads"})
+QUIET_KEYS = frozenset({"trainer.progress", "trainer.plots", "trainer.checkpoints", "dataset.root", "dataset.download", "device.threads"})
 
 
 def differing_keys(runs: Sequence[Run]) -> list[str]:
@@ -208,6 +207,7 @@ def group_runs(runs: Sequence[Run], keys: Sequence[str], by: Sequence[str]) -> t
 
 def sort_items(items: Sequence[Any], key: str, reverse: bool = False) -> list[Any]:
     """Runs or groups ordered by `key` (best first for accuracies); those without a value go last."""
+
     def value(item: Any) -> tuple:
         v = item.get(key)
         v = v.mean if isinstance(v, Stat) else v

@@ -13,18 +13,22 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dlrun.errors import DlrunError
-from dlrun.record import CHECKPOINT_FORMAT, atomic_write
-from dlrun.runs import flatten
+from dlrun.analysis.runfolder import flatten
+from dlrun.errors import ResumeError
+from dlrun.training.recorder import CHECKPOINT_FORMAT, atomic_write
 
 # Keys a resumed run may change: how long it trains and how it shows and keeps its work.
-ADJUSTABLE = {"resume", "trainer.epochs", "trainer.progress", "trainer.plots", "trainer.checkpoints", "device.name", "device.threads",
-              "trainer.eval_batch_size"}
+ADJUSTABLE = {
+    "resume",
+    "trainer.epochs",
+    "trainer.progress",
+    "trainer.plots",
+    "trainer.checkpoints",
+    "device.name",
+    "device.threads",
+    "trainer.eval_batch_size",
+}
 GLOBAL_GROUPS = {"experiment", "debug"}  # presets that may set any key
-
-
-class ResumeError(DlrunError):
-    """The run cannot be resumed as asked; the message says why."""
 
 
 def resume_folder(resume: str, run_dir: Path) -> Path | None:
@@ -37,8 +41,9 @@ def resume_folder(resume: str, run_dir: Path) -> Path | None:
     if not folder.is_dir():
         raise ResumeError(f"resume={resume}: no such run folder")
     if not (folder / "checkpoints" / "last.pt").is_file():
-        raise ResumeError(f"resume={resume}: the folder holds no checkpoints/last.pt (did the run finish an epoch, "
-                          "with trainer.checkpoints=true?)")
+        raise ResumeError(
+            f"resume={resume}: the folder holds no checkpoints/last.pt (did the run finish an epoch, with trainer.checkpoints=true?)"
+        )
     return folder
 
 
@@ -81,9 +86,11 @@ def merge_for_resume(saved: dict[str, Any], wanted: dict[str, Any], overrides: l
         if old.get(key) == new.get(key) or not any(p == "" or key == p or key.startswith(p + ".") for p in prefixes):
             continue
         if key not in ADJUSTABLE:
-            raise ResumeError(f"resume: the run was made with {key}={old.get(key)!r} and this command asks for {new.get(key)!r}; "
-                              "a resumed run keeps its experiment (only trainer.epochs may be raised): drop the override "
-                              "or start a new run")
+            raise ResumeError(
+                f"resume: the run was made with {key}={old.get(key)!r} and this command asks for {new.get(key)!r}; "
+                "a resumed run keeps its experiment (only trainer.epochs may be raised): drop the override "
+                "or start a new run"
+            )
         merged[key] = new[key]
     tree: dict[str, Any] = {}
     for key, value in merged.items():
@@ -120,17 +127,19 @@ def check_same_model(model_state: dict, checkpoint_state: dict, path: Path) -> N
     """Name the first parameter that the checkpoint lacks, has extra, or holds in another shape."""
     for key, value in model_state.items():
         if key in checkpoint_state and tuple(value.shape) != tuple(checkpoint_state[key].shape):
-            raise ResumeError(f"{path} is from another model: {key} is {tuple(checkpoint_state[key].shape)} there "
-                              f"and {tuple(value.shape)} here")
+            raise ResumeError(
+                f"{path} is from another model: {key} is {tuple(checkpoint_state[key].shape)} there and {tuple(value.shape)} here"
+            )
     missing = sorted(set(model_state) - set(checkpoint_state))
     extra = sorted(set(checkpoint_state) - set(model_state))
     if missing or extra:
-        detail = (f"the model has {missing[0]} which the checkpoint lacks" if missing
-                  else f"the checkpoint has {extra[0]} which the model lacks")
+        detail = (
+            f"the model has {missing[0]} which the checkpoint lacks" if missing else f"the checkpoint has {extra[0]} which the model lacks"
+        )
         raise ResumeError(f"{path} is from another model: {detail}")
 
 
-def read_metrics(folder: Path, epochs: int) -> list[dict[str, Any]]:
+def restore_metrics(folder: Path, epochs: int) -> list[dict[str, Any]]:
     """The first `epochs` rows of metrics.csv as numbers, and the file cut back to them.
 
     Rows past the checkpoint (an epoch whose checkpoint was never written) are dropped, so the

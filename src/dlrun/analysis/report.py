@@ -16,8 +16,8 @@ import os
 from collections.abc import Sequence
 from typing import IO, Any
 
-from dlrun.query import Group, Stat, higher_is_better
-from dlrun.runs import METRICS, Run, text
+from dlrun.analysis.query import Group, Stat, higher_is_better
+from dlrun.analysis.runfolder import METRICS, Run, text
 
 SHOWN_METRICS = ("val/acc", "test/acc", "test/loss")  # the table's metric columns; time_s comes last
 GROUP_CSV_METRICS = ("epochs_done", "val/acc", "val/loss", "test/acc", "test/loss", "train/acc", "train/loss", "time_s")
@@ -100,9 +100,13 @@ def raw_row(item: Run | Group, keys: Sequence[str]) -> dict[str, Any]:
             s = item.get(m)
             row[m] = None if s is None else {"mean": s.mean, "std": s.std, "n": s.n}
         return row | {"runs": [r.id for r in item.runs]}
-    return ({"run": item.id} | {k: item.get(k) for k in keys}
-            | {"status": item.status, "epochs_done": item.epochs_done, "epochs": item.epochs}
-            | {m: item.metrics.get(m) for m in METRICS} | {"error": item.error or None, "path": str(item.path)})
+    return (
+        {"run": item.id}
+        | {k: item.get(k) for k in keys}
+        | {"status": item.status, "epochs_done": item.epochs_done, "epochs": item.epochs}
+        | {m: item.metrics.get(m) for m in METRICS}
+        | {"error": item.error or None, "path": str(item.path)}
+    )
 
 
 # ---------------------------------------------------------------------------------------------

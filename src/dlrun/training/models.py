@@ -102,24 +102,49 @@ def build_cnn(
         hidden = [120, 84]
     else:
         raise ValueError(f"unknown model.variant {variant!r}; choose one of: simple, lenet5")
-    head = build_mlp((c, h, w), num_classes, hidden_sizes=hidden, activation=activation,
-                     negative_slope=negative_slope, dropout=dropout, batchnorm=batchnorm)
+    head = build_mlp(
+        (c, h, w),
+        num_classes,
+        hidden_sizes=hidden,
+        activation=activation,
+        negative_slope=negative_slope,
+        dropout=dropout,
+        batchnorm=batchnorm,
+    )
     return nn.Sequential(*convs, head)
 
 
 class RowRNN(nn.Module):
     """Reads an image as a sequence of rows: (B, C, H, W) -> H steps of C*W features."""
 
-    def __init__(self, input_shape: Sequence[int], num_classes: int, *, cell: str, hidden_size: int,
-                 num_layers: int, bidirectional: bool, nonlinearity: str, dropout: float, batchnorm: bool):
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        *,
+        cell: str,
+        hidden_size: int,
+        num_layers: int,
+        bidirectional: bool,
+        nonlinearity: str,
+        dropout: float,
+        batchnorm: bool,
+    ):
         super().__init__()
         c, _, w = input_shape
         kinds = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
         if cell not in kinds:
             raise ValueError(f"unknown model.cell {cell!r}; choose one of: {', '.join(kinds)}")
         extra = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
-        self.rnn = kinds[cell](c * w, hidden_size, num_layers=num_layers, batch_first=True,
-                               bidirectional=bidirectional, dropout=dropout if num_layers > 1 else 0.0, **extra)
+        self.rnn = kinds[cell](
+            c * w,
+            hidden_size,
+            num_layers=num_layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if num_layers > 1 else 0.0,
+            **extra,
+        )
         features = hidden_size * (2 if bidirectional else 1)
         self.norm = nn.BatchNorm1d(features) if batchnorm else nn.Identity()
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -132,7 +157,7 @@ class RowRNN(nn.Module):
         _, h_n = self.rnn(seq)
         if isinstance(h_n, tuple):  # LSTM returns (h_n, c_n)
             h_n = h_n[0]
-        last = h_n[-self.directions:]  # (directions, batch, hidden): the top layer's final states
+        last = h_n[-self.directions :]  # (directions, batch, hidden): the top layer's final states
         features = last.transpose(0, 1).reshape(B, -1)  # (batch, directions * hidden)
         return self.head(self.drop(self.norm(features)))
 
@@ -150,8 +175,17 @@ def build_rnn(
     batchnorm: bool = False,
 ) -> nn.Module:
     """A plain RNN, LSTM or GRU over image rows, classifying from its last hidden state."""
-    return RowRNN(input_shape, num_classes, cell=cell, hidden_size=hidden_size, num_layers=num_layers,
-                  bidirectional=bidirectional, nonlinearity=nonlinearity, dropout=dropout, batchnorm=batchnorm)
+    return RowRNN(
+        input_shape,
+        num_classes,
+        cell=cell,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        bidirectional=bidirectional,
+        nonlinearity=nonlinearity,
+        dropout=dropout,
+        batchnorm=batchnorm,
+    )
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {"mlp": build_mlp, "cnn": build_cnn, "rnn": build_rnn}

@@ -18,7 +18,7 @@ def _pyplot():
     return plt
 
 
-def plot_curves(rows: Sequence[dict], path: Path, title: str = "") -> None:
+def plot_training_curves(rows: Sequence[dict], path: Path, title: str = "") -> None:
     """Loss and accuracy per epoch, train against val (or test when there is no val split)."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
@@ -61,8 +61,7 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str
         for i in range(n):
             for j in range(n):
                 value = matrix[i][j]
-                ax.text(j, i, str(value), ha="center", va="center", fontsize=8,
-                        color="white" if value > peak / 2 else "black")
+                ax.text(j, i, str(value), ha="center", va="center", fontsize=8, color="white" if value > peak / 2 else "black")
     ax.set_title(title or "test confusion matrix")
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -79,10 +78,9 @@ def plot_samples(images, targets: Sequence[int], predictions: Sequence[int], cla
         else:
             ax.imshow(picture.clip(0, 1))
         wrong = true != pred
-        ax.set_title(f"{classes[true]} / {classes[pred]}" + ("  ✗" if wrong else ""), fontsize=9,
-                     color="red" if wrong else "black")
+        ax.set_title(f"{classes[true]} / {classes[pred]}" + ("  ✗" if wrong else ""), fontsize=9, color="red" if wrong else "black")
         ax.axis("off")
-    for ax in list(axes.flat)[len(targets):]:
+    for ax in list(axes.flat)[len(targets) :]:
         ax.axis("off")
     fig.suptitle("test images: true / predicted")
     fig.savefig(path, dpi=100)

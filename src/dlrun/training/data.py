@@ -20,11 +20,7 @@ from pathlib import Path
 import torch
 
 from dlrun.config import data_cache_dir
-from dlrun.errors import DlrunError
-
-
-class DataError(DlrunError):
-    """Data missing, unreadable or corrupt; the message is one line for the user."""
+from dlrun.errors import DataError
 
 
 @dataclass
@@ -169,8 +165,10 @@ def brief(err: BaseException, limit: int = 160) -> str:
 def _missing_hint(dataset: str, folder: str, root: Path, offer_download: bool = True) -> str:
     files = ", ".join(f"{n}.gz" for n in IDX_FILES)
     download = "or add dataset.download=true where the network is reachable; " if offer_download else ""
-    return (f"Put {files} in {root.resolve() / folder / 'raw'} (or set dataset.root to the folder that holds {folder}/raw), "
-            f"{download}dataset=digits needs no files")
+    return (
+        f"Put {files} in {root.resolve() / folder / 'raw'} (or set dataset.root to the folder that holds {folder}/raw), "
+        f"{download}dataset=digits needs no files"
+    )
 
 
 def load_cifar10_arrays(root: Path, download: bool, test_fraction: float, split_seed: int):
@@ -186,9 +184,11 @@ def load_cifar10_arrays(root: Path, download: bool, test_fraction: float, split_
         train = tvd.CIFAR10(str(base), train=True, download=download)
         test = tvd.CIFAR10(str(base), train=False, download=download)
     except Exception as err:
-        raise DataError(f"dataset=cifar10: no usable CIFAR-10 under {root.resolve()} ({brief(err)}). Put "
-                        f"{tvd.CIFAR10.filename} or its extracted {tvd.CIFAR10.base_folder}/ there, or add "
-                        "dataset.download=true where the network is reachable; dataset=digits needs no files") from err
+        raise DataError(
+            f"dataset=cifar10: no usable CIFAR-10 under {root.resolve()} ({brief(err)}). Put "
+            f"{tvd.CIFAR10.filename} or its extracted {tvd.CIFAR10.base_folder}/ there, or add "
+            "dataset.download=true where the network is reachable; dataset=digits needs no files"
+        ) from err
     as_tensor = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).contiguous()  # noqa: E731  (N, H, W, C) -> (N, C, H, W)
     return as_tensor(train.data), torch.tensor(train.targets), as_tensor(test.data), torch.tensor(test.targets), list(train.classes)
 
@@ -207,8 +207,17 @@ def _to_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
 
 
-def load_dataset(name: str, *, root: str | Path, device: torch.device, download: bool = False, val_fraction: float = 0.1,
-                 test_fraction: float = 0.0, normalize: bool = False, split_seed: int = 0) -> Data:
+def load_dataset(
+    name: str,
+    *,
+    root: str | Path,
+    device: torch.device,
+    download: bool = False,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.0,
+    normalize: bool = False,
+    split_seed: int = 0,
+) -> Data:
     """Load `name` onto `device` as float tensors, with a seeded validation split of the training set."""
     if name not in LOADERS:
         raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(LOADERS)}")

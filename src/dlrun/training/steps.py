@@ -9,8 +9,8 @@ What keeps a small model's step cheap on a CPU (measured with torch.profiler; se
 benchmarks/bench_speed.py): batches gathered with `index_select` (a plain copy, where `x[idx]`
 goes through advanced indexing), no autocast context at all in fp32, two tensor ops per step for
 the metrics instead of six, subnormal floats flushed to zero (see `flush_denormals`), the fused
-optimizer kernel called without torch.optim's Python around it (`dlrun.optim.lean_step`), and,
-for the plain ReLU MLP, a hand-written forward and backward (`dlrun.mlp_step`).
+optimizer kernel called without torch.optim's Python around it (`dlrun.training.optim.lean_step`), and,
+for the plain ReLU MLP, a hand-written forward and backward (`dlrun.training.mlp_step`).
 """
 
 from __future__ import annotations
@@ -25,17 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlrun.data import Split
-from dlrun.mlp_step import mlp_step
-from dlrun.optim import clear_grads, l1_penalty, l1_weights, lean_step
+from dlrun.errors import Diverged
+from dlrun.training.data import Split
+from dlrun.training.mlp_step import mlp_step
+from dlrun.training.optim import clear_grads, l1_penalty, l1_weights, lean_step
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # Called with (steps done, running mean loss) every few steps, for the progress bar.
 ProgressFn = Callable[[int, float], None]
-
-
-class Diverged(RuntimeError):
-    """The training loss became NaN or infinite."""
 
 
 def make_loss(name: str, num_classes: int) -> LossFn:
@@ -78,7 +75,7 @@ def flush_denormals():
     slow microcode path. After one MNIST epoch ~12% of the MLP's Adam state is subnormal, which made
     later epochs up to 1.5x slower than the first. Flushing them changes no result that matters.
     torch offers no getter for this flag, so it is restored to its default (off) afterwards.
-    The flag is the calling thread's; `dlrun.device.flush_denormals_everywhere` reaches torch's
+    The flag is the calling thread's; `dlrun.training.device.flush_denormals_everywhere` reaches torch's
     CPU worker threads as well.
     """
     torch.set_flush_denormal(True)
@@ -95,8 +92,15 @@ def _batch_sizes(n: int, batch_size: int, steps: int, device: torch.device) -> t
     return sizes
 
 
-def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Split, settings: StepSettings,
-                    generator: torch.Generator, progress: ProgressFn | None = None, refresh_every: int = 20) -> dict[str, float]:
+def train_one_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: Split,
+    settings: StepSettings,
+    generator: torch.Generator,
+    progress: ProgressFn | None = None,
+    refresh_every: int = 20,
+) -> dict[str, float]:
     """One pass over `data` in batches; returns mean loss, accuracy, examples seen and seconds."""
     model.train()
     device = data.x.device
@@ -114,7 +118,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Sp
     start = time.perf_counter()
     with flush_denormals():
         for step in range(steps):
-            idx = order[step * settings.batch_size:(step + 1) * settings.batch_size]
+            idx = order[step * settings.batch_size : (step + 1) * settings.batch_size]
             x, y = data.x.index_select(0, idx), data.y.index_select(0, idx)
             if by_hand is not None:
                 loss, logits = by_hand(x, y)  # fills the gradients
@@ -133,7 +137,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Sp
                 _check_finite(losses, checked, steps)  # one host sync per `refresh_every` steps
                 checked = step + 1
                 if progress is not None:
-                    done = sizes[:step + 1]
+                    done = sizes[: step + 1]
                     progress(step + 1, (torch.stack(losses).float() @ done / done.sum()).item())
     seen = min(n, steps * settings.batch_size)
     mean_loss = (torch.stack(losses).float() @ sizes / seen).item()
@@ -162,8 +166,8 @@ def evaluate(model: nn.Module, data: Split, settings: StepSettings, keep_predict
     seen = 0
     with flush_denormals():
         for step in range(steps):
-            x = data.x[step * settings.batch_size:(step + 1) * settings.batch_size]
-            y = data.y[step * settings.batch_size:(step + 1) * settings.batch_size]
+            x = data.x[step * settings.batch_size : (step + 1) * settings.batch_size]
+            y = data.y[step * settings.batch_size : (step + 1) * settings.batch_size]
             with _autocast(device, settings.precision):
                 logits = model(x)
                 loss_sum += settings.loss_fn(logits, y).float() * len(y)

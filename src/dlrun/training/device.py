@@ -6,11 +6,7 @@ import random
 
 import torch
 
-from dlrun.errors import DlrunError
-
-
-class DeviceError(DlrunError):
-    """The asked-for device is not on this machine; the message is one line for the user."""
+from dlrun.errors import DeviceError
 
 
 def resolve_device(name: str) -> torch.device:
@@ -20,8 +16,10 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if cuda else "mps" if mps else "cpu")
     if name == "cuda" and not cuda:
-        raise DeviceError(f"device=cuda: no CUDA GPU is usable here (torch {torch.__version__}, "
-                          f"CUDA build {torch.version.cuda or 'none'}); use device=cpu or device=auto")
+        raise DeviceError(
+            f"device=cuda: no CUDA GPU is usable here (torch {torch.__version__}, "
+            f"CUDA build {torch.version.cuda or 'none'}); use device=cpu or device=auto"
+        )
     if name == "mps" and not mps:
         raise DeviceError("device=mps: Apple's Metal GPU is not available here; use device=cpu or device=auto")
     if name not in ("cpu", "cuda", "mps"):

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from dlrun.query import Group
-from dlrun.report import header, human
-from dlrun.runs import Run
+from dlrun.analysis.query import Group
+from dlrun.analysis.report import header, human
+from dlrun.analysis.runfolder import Run
 
 MAX_LEGEND = 30  # entries; beyond that a legend hides the plot
 
@@ -22,8 +22,9 @@ def label(run: Run, keys: Sequence[str]) -> str:
     return text if run.status == "completed" else f"{text} [{run.status}]"
 
 
-def plot_curves(runs: Sequence[Run], metric: str, path: str | Path, keys: Sequence[str], *, title: str = "",
-                groups: Sequence[Group] | None = None) -> int:
+def plot_runs(
+    runs: Sequence[Run], metric: str, path: str | Path, keys: Sequence[str], *, title: str = "", groups: Sequence[Group] | None = None
+) -> int:
     """`metric` per epoch for every run, overlaid, to an image file; return how many runs had the metric.
 
     Each run is a line labelled by its values of `keys`; runs that did not complete are dashed.
@@ -57,8 +58,16 @@ def plot_curves(runs: Sequence[Run], metric: str, path: str | Path, keys: Sequen
             lighten = 0.6 * k / max(len(members) - 1, 1)  # 0 for the first run of a family, up to 0.6 towards white
             colour = tuple(c + (1 - c) * lighten for c in to_rgb(palette[f % len(palette)]))
             epochs = [r.get("epoch", i + 1) for i, r in enumerate(rows)]
-            ax.plot(epochs, [r[metric] for r in rows], color=colour, linestyle="-" if run.status == "completed" else "--",
-                    marker="o" if len(rows) <= 20 else None, markersize=3, linewidth=1.4, label=labels[id(run)])
+            ax.plot(
+                epochs,
+                [r[metric] for r in rows],
+                color=colour,
+                linestyle="-" if run.status == "completed" else "--",
+                marker="o" if len(rows) <= 20 else None,
+                markersize=3,
+                linewidth=1.4,
+                label=labels[id(run)],
+            )
             drawn += 1
             last_epoch = max(last_epoch, int(epochs[-1]))
     margin = 0.5 if last_epoch < 4 else 0  # a lone point at epoch 1 would otherwise sit on the frame
@@ -71,8 +80,7 @@ def plot_curves(runs: Sequence[Run], metric: str, path: str | Path, keys: Sequen
     ax.grid(alpha=0.3)
     heading = (title + "\n" if title else "") + f"{metric} per epoch"
     if 0 < drawn <= MAX_LEGEND:
-        fig.legend(loc="outside lower center" if below else "outside right upper", ncols=columns if below else 1,
-                   fontsize=8, frameon=False)
+        fig.legend(loc="outside lower center" if below else "outside right upper", ncols=columns if below else 1, fontsize=8, frameon=False)
     elif drawn:
         heading += f" ({drawn} lines; legend left out)"
     ax.set_title(heading, fontsize=10)

@@ -1,0 +1,3 @@
+"""The training half: config nodes -> data, model, optimizer -> the epoch loop -> a run folder.
+
+Imports torch; the analysis half (dlrun.analysis) never does."""

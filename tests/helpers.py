@@ -1,0 +1,68 @@
+"""Helpers shared by the tests: small settings, readers of run folders, and generated data sets."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import struct
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def needs_shared_data(folder: str):
+    """Marks a test that reads the real data set ../shared/data/<folder>: slow, and skipped with the
+    reason where the folder is absent, so `pytest -m "not slow"` never touches it."""
+    present = (SHARED_DATA / folder / "raw").is_dir()
+
+    def mark(test):
+        test = pytest.mark.skipif(not present, reason=f"the real data set is not in {SHARED_DATA / folder}")(test)
+        return pytest.mark.slow(test)
+
+    return mark
+
+
+# Small and quick: a few epochs of digits, no live bar.
+QUICK = ("trainer.epochs=2", "trainer.progress=off", "trainer.plots=false")
+
+
+def read_summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment for a child `dlrun`: no colours or bars, no user cache."""
+    env = dict(os.environ)
+    env.update({"NO_COLOR": "1", "TERM": "dumb", "COLUMNS": "120"})
+    return env
+
+
+def write_idx(path: Path, array: torch.Tensor, compress: bool) -> None:
+    """An IDX file as in the MNIST distribution: magic (0, 0, ubyte, ndim), big-endian dims, bytes."""
+    payload = bytes([0, 0, 0x08, array.dim()]) + struct.pack(f">{array.dim()}I", *array.shape) + array.numpy().tobytes()
+    if compress:
+        path = path.with_name(path.name + ".gz")
+        payload = gzip.compress(payload)
+    path.write_bytes(payload)
+
+
+def make_mnist(root: Path, folder: str = "MNIST", n_train: int = 50, n_test: int = 20, compress: bool = True) -> Path:
+    """A tiny MNIST-format data set under root/<folder>/raw: 12x12 images whose brightness encodes the label."""
+    import torch
+
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    g = torch.Generator().manual_seed(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = torch.randint(0, 10, (n,), generator=g, dtype=torch.uint8)
+        images = (labels.view(n, 1, 1) * 25).expand(n, 12, 12).contiguous()
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images, compress)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels, compress)
+    return root
