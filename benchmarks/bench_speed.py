@@ -259,7 +259,7 @@ def profile_dlrun(root: Path, steps: int = 300) -> None:
     from dlrun.training.data import load_dataset
     from dlrun.training.models import build_model
     from dlrun.training.optim import build_optimizer
-    from dlrun.training.steps import StepSettings, train_one_epoch
+    from dlrun.training.steps import StepSettings, choose_step, train_one_epoch
 
     data = load_dataset("mnist", root=root, device=torch.device("cpu"), val_fraction=0.0)
     torch.manual_seed(0)
@@ -267,10 +267,11 @@ def profile_dlrun(root: Path, steps: int = 300) -> None:
     optimizer = build_optimizer("adam", model, lr=0.01)
     settings = StepSettings(64, F.cross_entropy, limit_batches=steps)
     generator = torch.Generator().manual_seed(0)
-    warm = train_one_epoch(model, optimizer, data.train, settings, generator)
+    step, _ = choose_step(model, model, optimizer, settings, "auto", print)
+    warm = train_one_epoch(step, model, data.train, settings, generator)
     print(f"{1e3 * warm['seconds'] / steps:.3f} ms per step without the profiler ({steps} steps, {torch.get_num_threads()} threads)")
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        train_one_epoch(model, optimizer, data.train, settings, generator)
+        train_one_epoch(step, model, data.train, settings, generator)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
 
 
@@ -289,7 +290,7 @@ def speedrun(root: Path, reps: int, overrides: list[str], target: float = 0.99) 
     from dlrun.training.models import build_model
     from dlrun.training.optim import build_optimizer
     from dlrun.training.recipe import dataset_kwargs, model_kwargs, optimizer_kwargs
-    from dlrun.training.steps import StepSettings, evaluate, make_loss, train_one_epoch
+    from dlrun.training.steps import StepSettings, choose_step, evaluate, make_loss, train_one_epoch
 
     cfg = compose(["experiment=mnist_speedrun", f"dataset.root={root}", *overrides])
     trainer = cfg.trainer
@@ -308,18 +309,20 @@ def speedrun(root: Path, reps: int, overrides: list[str], target: float = 0.99) 
         warm_start = time.perf_counter()
         warm_optimizer = build_optimizer(cfg.optimizer.name, model, **optimizer_kwargs(cfg))
         warm = StepSettings(trainer.batch_size, loss_fn, cfg.regularization.l1, 20, True, trainer.precision)
-        train_one_epoch(forward, warm_optimizer, data.train, warm, torch.Generator().manual_seed(seed))
+        warm_step, _ = choose_step(model, forward, warm_optimizer, warm, trainer.fast_path, print)
+        train_one_epoch(warm_step, forward, data.train, warm, torch.Generator().manual_seed(seed))
         evaluate(forward, data.test, eval_settings)
         sync()
         warmup_s = time.perf_counter() - warm_start
         model.load_state_dict(initial)  # the same weights, in place: compiled code stays valid
         optimizer = build_optimizer(cfg.optimizer.name, model, **optimizer_kwargs(cfg))
         generator = torch.Generator().manual_seed(seed)
+        step, _ = choose_step(model, forward, optimizer, train_settings, trainer.fast_path, print)
         elapsed, epochs, reached = 0.0, [], None
         for epoch in range(1, trainer.epochs + 1):
             sync()
             start = time.perf_counter()
-            train = train_one_epoch(forward, optimizer, data.train, train_settings, generator)
+            train = train_one_epoch(step, forward, data.train, train_settings, generator)
             sync()
             seconds = time.perf_counter() - start
             elapsed += seconds

@@ -49,3 +49,40 @@ def run_dlrun(tmp_path) -> Callable[..., Path]:
         return folder
 
     return _run
+
+
+@pytest.fixture
+def interrupt_at_epoch(monkeypatch) -> Callable[[int | None], None]:
+    """interrupt_at_epoch(3): runs started after this are stopped as Ctrl-C would stop them, during
+    epoch 3 (epochs 1 and 2 are recorded and checkpointed); interrupt_at_epoch(None) ends that."""
+    import signal
+
+    from dlrun.training import recipe
+    from dlrun.training.signals import Interrupted
+
+    original = recipe.build_loop
+
+    class InterruptAt:
+        def __init__(self, epoch: int):
+            self.epoch = epoch
+
+        def on_step_end(self, loop) -> None:
+            if loop.state.epoch + 1 == self.epoch:
+                raise Interrupted(signal.SIGINT)
+
+        def on_epoch_end(self, loop, row) -> None:
+            pass
+
+    def arm(epoch: int | None) -> None:
+        if epoch is None:
+            monkeypatch.setattr(recipe, "build_loop", original)
+            return
+
+        def build(*args, **kwargs):
+            loop, step_name = original(*args, **kwargs)
+            loop.hooks["interrupt"] = InterruptAt(epoch)
+            return loop, step_name
+
+        monkeypatch.setattr(recipe, "build_loop", build)
+
+    return arm

@@ -66,3 +66,11 @@ def make_mnist(root: Path, folder: str = "MNIST", n_train: int = 50, n_test: int
         write_idx(raw / f"{prefix}-images-idx3-ubyte", images, compress)
         write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels, compress)
     return root
+
+
+def train_epoch(model, optimizer, data, settings, generator, fast_path: str = "auto", warn=None) -> dict:
+    """One epoch of `model` with the step a run would choose for it (chosen anew each call)."""
+    from dlrun.training.steps import choose_step, train_one_epoch
+
+    step, _ = choose_step(model, model, optimizer, settings, fast_path, warn or (lambda message: None))
+    return train_one_epoch(step, model, data, settings, generator)

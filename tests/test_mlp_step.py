@@ -13,7 +13,8 @@ from dlrun.training.data import Split
 from dlrun.training.mlp_step import mlp_step, relu_mlp_layers
 from dlrun.training.models import build_model
 from dlrun.training.optim import build_optimizer
-from dlrun.training.steps import StepSettings, train_one_epoch
+from dlrun.training.steps import StepSettings
+from tests.helpers import train_epoch
 
 SHAPE = (1, 8, 8)
 
@@ -51,7 +52,7 @@ def test_an_epoch_by_hand_equals_the_generic_epoch(monkeypatch):
             monkeypatch.setattr(dlrun.training.steps, "mlp_step", lambda *args: None)
         model = mlp()
         optimizer = build_optimizer("adam", model, lr=0.01)
-        scores = [train_one_epoch(model, optimizer, data, settings, torch.Generator().manual_seed(epoch)) for epoch in range(3)]
+        scores = [train_epoch(model, optimizer, data, settings, torch.Generator().manual_seed(epoch)) for epoch in range(3)]
         results.append(([{k: v for k, v in s.items() if k != "seconds"} for s in scores], [p.detach().clone() for p in model.parameters()]))
     (scores_a, params_a), (scores_b, params_b) = results
     assert scores_a == scores_b
@@ -89,5 +90,5 @@ def test_an_l1_penalty_takes_the_generic_step(monkeypatch):
     g = torch.Generator().manual_seed(0)
     data = Split(torch.rand(16, *SHAPE, generator=g), torch.randint(0, 10, (16,), generator=g))
     model = mlp()
-    train_one_epoch(model, build_optimizer("sgd", model, lr=0.1), data, StepSettings(8, F.cross_entropy, l1=1e-3), g)
+    train_epoch(model, build_optimizer("sgd", model, lr=0.1), data, StepSettings(8, F.cross_entropy, l1=1e-3), g)
     assert calls == []

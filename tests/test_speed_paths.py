@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from dlrun.training.data import Split, load_dataset
 from dlrun.training.models import build_model
 from dlrun.training.optim import build_optimizer
-from dlrun.training.steps import StepSettings, evaluate, train_one_epoch
-from tests.helpers import QUICK, make_mnist
+from dlrun.training.steps import StepSettings, evaluate
+from tests.helpers import QUICK, make_mnist, train_epoch
 
 CPU = torch.device("cpu")
 
@@ -47,9 +47,9 @@ def test_precision_sets_the_matmul_dtype_and_a_step_learns(model_name, precision
     dtypes = output_dtypes(model)
     optimizer = build_optimizer("adam", model, lr=0.01)
     settings = StepSettings(8, F.cross_entropy, precision=precision)
-    first = train_one_epoch(model, optimizer, data, settings, torch.Generator().manual_seed(0))
+    first = train_epoch(model, optimizer, data, settings, torch.Generator().manual_seed(0))
     for _ in range(5):
-        last = train_one_epoch(model, optimizer, data, settings, torch.Generator().manual_seed(0))
+        last = train_epoch(model, optimizer, data, settings, torch.Generator().manual_seed(0))
     scores = evaluate(model, data, StepSettings(16, F.cross_entropy, shuffle=False, precision=precision))
     assert set(dtypes) == {expected}
     assert last["loss"] < first["loss"]
@@ -63,7 +63,7 @@ def test_epoch_metrics_weigh_a_short_last_batch_as_evaluate_does():
     torch.manual_seed(0)
     model = build_model("mlp", (1, 8, 8), 10, hidden_sizes=[16])
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-    train = train_one_epoch(model, optimizer, data, StepSettings(4, F.cross_entropy, shuffle=False), torch.Generator())
+    train = train_epoch(model, optimizer, data, StepSettings(4, F.cross_entropy, shuffle=False), torch.Generator())
     scores = evaluate(model, data, StepSettings(4, F.cross_entropy, shuffle=False))
     assert train["examples"] == 10
     assert train["loss"] == pytest.approx(scores["loss"], rel=1e-6)
@@ -75,7 +75,7 @@ def test_accuracy_counts_the_shuffled_labels_it_trained_on():
     torch.manual_seed(0)
     model = build_model("mlp", (1, 8, 8), 10, hidden_sizes=[16])
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-    train = train_one_epoch(model, optimizer, data, StepSettings(16, F.cross_entropy), torch.Generator().manual_seed(1))
+    train = train_epoch(model, optimizer, data, StepSettings(16, F.cross_entropy), torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = (model(data.x).argmax(dim=1) == data.y).float().mean().item()
     assert train["acc"] == pytest.approx(expected)
@@ -87,7 +87,7 @@ def test_subnormals_are_flushed_while_training_and_not_after():
     model = build_model("mlp", (1, 8, 8), 10, hidden_sizes=[16])
     model.register_forward_hook(lambda *_: seen.append((tiny * 1.0).item()))
     optimizer = build_optimizer("sgd", model, lr=0.1)
-    train_one_epoch(model, optimizer, tiny_split(8), StepSettings(8, F.cross_entropy), torch.Generator())
+    train_epoch(model, optimizer, tiny_split(8), StepSettings(8, F.cross_entropy), torch.Generator())
     assert seen == [0.0]
     assert (tiny * 1.0).item() != 0.0
 

@@ -12,8 +12,10 @@ composition errors keep Hydra's message; a traceback is shown only with HYDRA_FU
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import sys
+import traceback
 from pathlib import Path
 
 # name -> "module:function" taking the remaining argv and returning an exit code
@@ -23,11 +25,13 @@ EXIT_USAGE = 2  # a bad value, missing data or device, a run that cannot be resu
 EXIT_FAILED = 1  # the run failed or diverged
 
 
-def task(cfg) -> dict | None:
-    """Hydra's task function: one run into the folder Hydra made for it.
+def task(cfg) -> float:
+    """Hydra's task function: one run into the folder Hydra made for it; returns the run's objective.
 
-    In a sweep (-m) a failing job is recorded in its folder and reported, and the sweep goes on;
-    the sweep's exit code is non-zero at the end. A single run exits with its own code.
+    The objective (best val/acc, or the last test/acc without a validation split; NaN for a run
+    that did not complete) is what Hydra's sweepers optimize; the whole summary stays in the
+    folder. In a sweep (-m) a failing job is recorded in its folder and reported, and the sweep
+    goes on; the sweep's exit code is non-zero at the end. A single run exits with its own code.
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -40,45 +44,44 @@ def task(cfg) -> dict | None:
     overrides = list(hydra_cfg.overrides.task)
     try:
         with stop_on_signals(process_ends_after_a_stop=True) as stop:
-            return _run(cfg, run_dir, overrides, stop)
+            return objective(_run(cfg, run_dir, overrides, stop))
     except Interrupted as err:
-        print(f"dlrun: interrupted; the finished epochs are in {run_dir}", file=sys.stderr)
+        print(f"dlrun: interrupted; the finished epochs are in {run_dir}; continue with: dlrun resume={run_dir}", file=sys.stderr)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
-        print(f"dlrun: interrupted; the finished epochs are in {run_dir}", file=sys.stderr)
+        print(f"dlrun: interrupted; the finished epochs are in {run_dir}; continue with: dlrun resume={run_dir}", file=sys.stderr)
         sys.exit(130)
     except Exception as err:  # noqa: BLE001  every failure is reported in one line, then decided below
         code, message = _describe_failure(err, run_dir)
+        if os.environ.get("DLRUN_TRACEBACK") == "1":
+            traceback.print_exc()
         print(message, file=sys.stderr)
         _record_failure(run_dir, err, cfg, overrides)
-        if os.environ.get("DLRUN_TRACEBACK") == "1":
-            raise
         if in_sweep:
-            return {"status": "failed", "error": message}
+            return math.nan
         sys.exit(code)
 
 
-def _run(cfg, run_dir: Path, overrides: list[str], stop) -> dict:
-    from omegaconf import OmegaConf
+def objective(summary: dict) -> float:
+    """Best val/acc, or the last test/acc where there is no validation split; NaN unless completed."""
+    if summary.get("status") != "completed":
+        return math.nan
+    best, test = summary.get("best") or {}, summary.get("test") or {}
+    value = best.get("val/acc", test.get("acc"))
+    return float(value) if isinstance(value, (int, float)) else math.nan
 
+
+def _run(cfg, run_dir: Path, overrides: list[str], stop) -> dict:
     from dlrun.config import validate
-    from dlrun.training.resume import merge_for_resume, read_summary, resume_folder, saved_config
+    from dlrun.training.resume import plan_resume
 
     validate(cfg)  # before importing torch: a bad value is reported in a fraction of a second
-    folder = resume_folder(cfg.resume, run_dir)
-    if folder is not None:
-        saved = saved_config(folder)
-        merged = merge_for_resume(saved, OmegaConf.to_container(cfg, resolve=True), overrides)
-        merged["resume"] = cfg.resume
-        summary = read_summary(folder)
-        if cfg.resume == "auto" and summary.get("status") == "completed" and summary.get("epochs_completed") == merged["trainer"]["epochs"]:
-            print(f"dlrun: {folder} already completed; kept as it is (resume=auto)", file=sys.stderr)
-            return summary
-        cfg = OmegaConf.create(merged)
-        overrides = summary.get("overrides", overrides)
+    plan = plan_resume(cfg, run_dir, overrides)
+    if plan.kept is not None:  # a finished run is never changed
+        return plan.kept
     from dlrun.training.recipe import execute
 
-    return execute(cfg, run_dir, overrides=overrides, resume=folder is not None, stop=stop)
+    return execute(plan.cfg, plan.folder or run_dir, overrides=plan.overrides, resume=plan.folder is not None, stop=stop)
 
 
 def _describe_failure(err: Exception, run_dir: Path) -> tuple[int, str]:
@@ -96,27 +99,20 @@ def _record_failure(run_dir: Path, err: Exception, cfg, overrides: list[str]) ->
     """A job that failed before its run started (a bad value, say) still leaves a summary.json."""
     from omegaconf import OmegaConf
 
+    from dlrun.analysis.runfolder import RUN_FOLDER_FORMAT
     from dlrun.training.recorder import write_json
 
     path = run_dir / "summary.json"
-    if path.exists():
+    if path.exists() or not run_dir.is_dir():
         return  # the run wrote its own, or it is a folder that a refused resume must leave as it was
     try:
         config = OmegaConf.to_container(cfg, resolve=True)
     except Exception:  # noqa: BLE001  a broken file or config must not hide the original error
         config = None
     epochs = config.get("trainer", {}).get("epochs") if isinstance(config, dict) else None
-    write_json(
-        path,
-        {
-            "status": "failed",
-            "error": str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__,
-            "epochs": epochs,
-            "epochs_completed": 0,
-            "overrides": overrides,
-            "config": config,
-        },
-    )
+    error = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    write_json(path, {"format": RUN_FOLDER_FORMAT, "status": "failed", "error": error, "epochs": epochs, "epochs_completed": 0,
+                      "overrides": overrides, "config": config})  # fmt: skip
 
 
 def error_message(err: Exception) -> str:

@@ -96,6 +96,37 @@ class AdamWConfig(AdamConfig):
 
 
 @dataclass
+class NoScheduleConfig:
+    name: str = "none"
+
+
+@dataclass
+class StepScheduleConfig:
+    name: str = "step"
+    step_size: int = 10
+    gamma: float = 0.1
+
+
+@dataclass
+class CosineScheduleConfig:
+    name: str = "cosine"
+    min_lr: float = 0.0
+    warmup_epochs: int = 0
+
+
+@dataclass
+class OneCycleScheduleConfig:
+    name: str = "onecycle"
+
+
+@dataclass
+class PlateauScheduleConfig:
+    name: str = "plateau"
+    factor: float = 0.1
+    patience: int = 10
+
+
+@dataclass
 class RegularizationConfig:
     l1: float = 0.0
     l2: float = 0.0
@@ -110,6 +141,13 @@ class DeviceConfig:
 
 
 @dataclass
+class EarlyStoppingConfig:
+    patience: int = 0
+    monitor: str = "val/acc"
+    min_delta: float = 0.0
+
+
+@dataclass
 class TrainerConfig:
     epochs: int = 10
     batch_size: int = 64
@@ -120,6 +158,9 @@ class TrainerConfig:
     limit_eval_batches: int = 0
     precision: str = "fp32"
     compile: bool = False
+    grad_clip: float = 0.0
+    fast_path: str = "auto"
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     checkpoints: bool = True
     plots: bool = True
     progress: str = "auto"
@@ -132,6 +173,7 @@ class DlrunConfig:
     dataset: Any = MISSING
     model: Any = MISSING
     optimizer: Any = MISSING
+    scheduler: Any = MISSING
     regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -141,6 +183,13 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "dataset": {"dataset": DatasetConfig},
     "model": {"mlp": MLPConfig, "cnn": CNNConfig, "rnn": RNNConfig},
     "optimizer": {"sgd": SGDConfig, "momentum": MomentumConfig, "adam": AdamConfig, "adamw": AdamWConfig},
+    "scheduler": {
+        "none": NoScheduleConfig,
+        "step": StepScheduleConfig,
+        "cosine": CosineScheduleConfig,
+        "onecycle": OneCycleScheduleConfig,
+        "plateau": PlateauScheduleConfig,
+    },
 }
 
 
@@ -184,9 +233,29 @@ def run_dir(resume: str, default: str) -> str:
     return unique_dir(default)
 
 
-def hydra_subdir(resume: str) -> str | None:
-    """Hydra's .hydra/ for a new run; none when resuming a folder, so its original config stays."""
-    return None if resume and resume != "auto" else ".hydra"
+RUN_FILES = ("summary.json", "metrics.csv", "checkpoints")  # a folder holding any of these holds a run
+
+
+def hydra_subdir(resume: str, output_dir: str) -> str | None:
+    """Where Hydra writes .hydra/ for a job in `output_dir`: nowhere when the folder already holds a
+    run (resumed or kept by resume=auto), so a finished run's files are never rewritten.
+
+    A new run started into a folder that holds another run is refused here, before Hydra writes
+    anything into it.
+    """
+    if resume and resume != "auto":
+        if Path(output_dir).resolve() != Path(resume).expanduser().resolve():
+            raise ConfigError(f"resume={resume} continues that run in its own folder; drop hydra.run.dir={output_dir}")
+        return None
+    folder = Path(output_dir)
+    if any((folder / name).exists() for name in RUN_FILES):
+        if resume == "auto":
+            return None
+        raise ConfigError(
+            f"{output_dir} already holds a run; a new run never reuses its folder: choose another hydra.run.dir "
+            f"(or hydra.sweep.dir), or continue that run with resume={output_dir} (a sweep: resume=auto)"
+        )
+    return ".hydra"
 
 
 def config_dir() -> Path:
@@ -211,6 +280,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "trainer.loss": ("cross_entropy", "mse"),
     "trainer.precision": ("fp32", "bf16"),
     "trainer.progress": ("auto", "on", "off"),
+    "trainer.fast_path": ("auto", "off"),
+    "trainer.early_stopping.monitor": ("val/acc", "val/loss"),
     "device.name": ("auto", "cpu", "cuda", "mps"),
 }
 # key -> (low, high, low inclusive, high inclusive); None means unbounded.
@@ -231,6 +302,15 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "trainer.limit_train_batches": (0, None, True, True),
     "trainer.limit_eval_batches": (0, None, True, True),
     "device.threads": (0, None, True, True),
+    "trainer.grad_clip": (0.0, None, True, True),
+    "trainer.early_stopping.patience": (0, None, True, True),
+    "trainer.early_stopping.min_delta": (0.0, None, True, True),
+    "scheduler.step_size": (1, None, True, True),
+    "scheduler.gamma": (0.0, 1.0, False, True),
+    "scheduler.min_lr": (0.0, None, True, True),
+    "scheduler.warmup_epochs": (0, None, True, True),
+    "scheduler.factor": (0.0, 1.0, False, False),
+    "scheduler.patience": (0, None, True, True),
     "model.hidden_size": (1, None, True, True),
     "model.num_layers": (1, None, True, True),
     "model.negative_slope": (0.0, None, True, True),
@@ -286,6 +366,26 @@ def validate(cfg: DictConfig) -> None:
     fractions = cfg.dataset.val_fraction + cfg.dataset.test_fraction
     if fractions >= 1.0:
         raise ConfigError(f"dataset.val_fraction + dataset.test_fraction = {fractions:g} must be < 1")
+    check_combinations(cfg)
+
+
+def check_combinations(cfg: DictConfig) -> None:
+    """Settings that are fine alone but cannot work together."""
+    no_val = cfg.dataset.val_fraction == 0
+    if no_val and cfg.trainer.early_stopping.patience > 0:
+        raise ConfigError(
+            f"trainer.early_stopping.patience={cfg.trainer.early_stopping.patience} needs a validation split, and "
+            "dataset.val_fraction=0 leaves none (stopping on test accuracy would tune on the test set); "
+            "set dataset.val_fraction, e.g. 0.1"
+        )
+    if no_val and cfg.scheduler.name == "plateau":
+        raise ConfigError(
+            "scheduler=plateau lowers the lr when val/loss stalls, and dataset.val_fraction=0 leaves no validation split; "
+            "set dataset.val_fraction, e.g. 0.1, or choose another scheduler"
+        )
+    warmup = OmegaConf.select(cfg, "scheduler.warmup_epochs")
+    if warmup is not None and warmup >= cfg.trainer.epochs:
+        raise ConfigError(f"scheduler.warmup_epochs={warmup} must be below trainer.epochs={cfg.trainer.epochs}")
 
 
 def data_cache_dir() -> Path:

@@ -20,6 +20,8 @@ from dlrun.errors import RunFolderError
 
 # Keys a run answers besides its config and overrides. The metrics are those of the epoch with the
 # best val/acc (the weights a run keeps and tests), except train/* (the last epoch) and time_s.
+RUN_FOLDER_FORMAT = 1  # the version of the run-folder format (docs/run-folder.md) written into summary.json
+
 METRICS = ("val/acc", "val/loss", "test/acc", "test/loss", "train/acc", "train/loss", "best_epoch", "time_s", "params")
 FIELDS = ("run", "status", "epochs_done", "epochs", "error", "experiment", "path")
 ALIASES = {"time": "time_s", "wall_s": "time_s", "id": "run"}

@@ -28,6 +28,14 @@ class Reporter:
         self._log_file = open(log_path, "a", encoding="utf-8")
         self.log = Console(file=self._log_file, width=110, color_system=None, force_terminal=False, highlight=False, emoji=False)
         self.live = progress == "on" or (progress == "auto" and self.console.is_terminal)
+        self._warned: set[str] = set()
+
+    def warn(self, message: str) -> None:
+        """One line, on the terminal and in dlrun.log, the first time `message` is said in this run."""
+        if message in self._warned:
+            return
+        self._warned.add(message)
+        self.print(f"warning: {message}", style="yellow", markup=False, soft_wrap=True)
 
     def print(self, *objects, **kwargs) -> None:
         self.console.print(*objects, **kwargs)
@@ -71,10 +79,20 @@ class Reporter:
         best = summary.get("best") or {}
         if best.get("val/acc") is not None:
             grid.add_row("best val accuracy", f"{pct(best['val/acc'])} (epoch {best['epoch']})")
-        grid.add_row("epochs", f"{summary['epochs_completed']} of {summary['epochs']}")
+        epochs = f"{summary['epochs_completed']} of {summary['epochs']}"
+        if summary.get("stop_reason"):
+            epochs += f" ({summary['stop_reason']})"
+        grid.add_row("epochs", epochs)
         grid.add_row("parameters", f"{summary['params']:,}")
         timing = summary["timing"]
-        grid.add_row("time", f"{timing['wall_s']:.1f} s ({timing['samples_per_s']:,.0f} training samples/s on {summary['device']})")
+        speed = timing.get("samples_per_s")
+        grid.add_row(
+            "wall time",
+            f"{timing['wall_s']:.1f} s"
+            + (f" (this command, resumed after epoch {summary['resumed_from_epoch']})" if "resumed_from_epoch" in summary else ""),
+        )
+        if speed:
+            grid.add_row("training speed", f"{speed:,.0f} samples per training second on {summary['device']}")
         grid.add_row("run folder", str(run_dir))
         status = summary["status"]
         color = "green" if status == "completed" else "red"

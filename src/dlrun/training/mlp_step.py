@@ -24,11 +24,24 @@ StepFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor
 
 _MEAN = 1  # ATen's reduction code for "mean"
 _IGNORE_INDEX = -100  # F.cross_entropy's default
-# The backward kernels autograd calls, by exact overload (resolving one per call costs ~8 us)
-_nll_loss_forward = torch.ops.aten.nll_loss_forward.default
-_nll_loss_backward = torch.ops.aten.nll_loss_backward.default
-_log_softmax_backward = torch.ops.aten._log_softmax_backward_data.default
-_relu_backward = torch.ops.aten.threshold_backward.grad_input  # grad where the ReLU's output > 0, else 0
+
+
+def _aten_kernels() -> tuple | None:
+    """The backward kernels autograd calls, by exact overload (resolving one per call costs ~8 us),
+    or None where this torch names them differently: then the generic step is used."""
+    try:
+        ops = torch.ops.aten
+        return (
+            ops.nll_loss_forward.default,
+            ops.nll_loss_backward.default,
+            ops._log_softmax_backward_data.default,
+            ops.threshold_backward.grad_input,  # grad where the ReLU's output > 0, else 0
+        )
+    except (AttributeError, RuntimeError):
+        return None
+
+
+_KERNELS = _aten_kernels()
 
 
 def relu_mlp_layers(model: nn.Module) -> list[nn.Linear] | None:
@@ -61,11 +74,23 @@ def _has_hooks(model: nn.Module) -> bool:
     )
 
 
-def mlp_step(model: nn.Module, loss_fn: Callable, precision: str, batch_size: int) -> StepFn | None:
-    """A hand-written forward and backward for `model`, or None where only autograd will do."""
+def mlp_step(
+    model: nn.Module, loss_fn: Callable, precision: str, batch_size: int, warn: Callable[[str], None] | None = None
+) -> StepFn | None:
+    """A hand-written forward and backward for `model`, or None where only autograd will do.
+
+    `warn` is told when the model would fit but this torch lacks a kernel the step calls.
+    """
     layers = relu_mlp_layers(model)
-    if layers is None or loss_fn is not F.cross_entropy or precision != "fp32" or _has_hooks(model):
+    if layers is None or loss_fn is not F.cross_entropy or precision != "fp32":
         return None
+    if _KERNELS is None or not hasattr(torch.nn.modules.module, "_global_forward_hooks"):
+        if warn is not None:
+            warn(f"the hand-written MLP step is off: torch {torch.__version__} lacks a kernel it calls; using autograd")
+        return None
+    if _has_hooks(model):
+        return None
+    _nll_loss_forward, _nll_loss_backward, _log_softmax_backward, _relu_backward = _KERNELS
     params = list(model.parameters())
     if not all(p.device.type == "cpu" and p.dtype == torch.float32 and p.requires_grad for p in params):
         return None

@@ -11,7 +11,15 @@ from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
-from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
+
+# lean_step calls private parts of torch: the fused kernels torch.optim itself calls, and its global
+# hook registries (to know that no hook would be skipped). Looked up once, here; a torch that lacks
+# any of them runs every step through optimizer.step(), with one line in dlrun.log saying why.
+_KERNELS = {name: getattr(torch, name, None) for name in ("_fused_adam_", "_fused_adamw_", "_fused_sgd_")}
+try:
+    from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
+except ImportError:
+    _global_optimizer_pre_hooks = _global_optimizer_post_hooks = None
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -74,6 +82,24 @@ def l1_penalty(weights: Iterable[torch.Tensor]) -> torch.Tensor:
     return torch.stack([w.abs().sum() for w in weights]).sum()
 
 
+def _kernel_name(optimizer: torch.optim.Optimizer) -> str:
+    """The fused kernel torch.optim calls for `optimizer`, chosen by its class (whether AdamW
+    subclasses Adam differs between torch versions)."""
+    if isinstance(optimizer, torch.optim.AdamW) or optimizer.defaults.get("decoupled_weight_decay"):
+        return "_fused_adamw_"
+    return "_fused_adam_" if isinstance(optimizer, torch.optim.Adam) else "_fused_sgd_"
+
+
+def lean_unavailable(optimizer: torch.optim.Optimizer) -> str | None:
+    """Why this torch lacks what `lean_step` needs for `optimizer`, or None when it has it all."""
+    missing = [] if _KERNELS[_kernel_name(optimizer)] is not None else [f"torch.{_kernel_name(optimizer)}"]
+    if _global_optimizer_pre_hooks is None or _global_optimizer_post_hooks is None:
+        missing.append("torch.optim.optimizer._global_optimizer_pre_hooks")
+    if not all(hasattr(optimizer, a) for a in ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks")):
+        missing.append("Optimizer._optimizer_step_pre_hooks")
+    return f"torch {torch.__version__} lacks {', '.join(missing)}" if missing else None
+
+
 def _lean_supported(optimizer: torch.optim.Optimizer) -> bool:
     """Whether `lean_step` can replace optimizer.step(): fused Adam, AdamW or SGD, plain settings, no hooks."""
     if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD):
@@ -93,7 +119,7 @@ def _lean_supported(optimizer: torch.optim.Optimizer) -> bool:
     )
 
 
-def lean_step(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
+def lean_step(optimizer: torch.optim.Optimizer, warn: Callable[[str], None] | None = None) -> Callable[[], None]:
     """A function doing what optimizer.step() does, for a fused optimizer, without its Python overhead.
 
     torch.optim's step() spends ~0.3 ms of Python per call on a 2.5 GHz core (profiler range,
@@ -104,11 +130,21 @@ def lean_step(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
     bit-identical to optimizer.step() and checkpoints are unchanged. Where it cannot be exact
     (hooks, amsgrad, maximize, a tensor lr, mixed devices, a parameter without a gradient) it
     calls optimizer.step() instead. Make a new one after changing the optimizer's param groups.
+
+    Where this torch lacks a private part it needs, or the kernel's first call fails (a changed
+    signature), every step goes through optimizer.step(), and `warn` is told once why.
     """
+    why_not = lean_unavailable(optimizer)
+    if why_not is not None:
+        if warn is not None:
+            warn(f"fast optimizer step off: {why_not}; using optimizer.step()")
+        return optimizer.step
     if not _lean_supported(optimizer):
         return optimizer.step
-    adam = isinstance(optimizer, torch.optim.Adam)  # AdamW is an Adam with decoupled weight decay
+    name = _kernel_name(optimizer)
+    adam = name != "_fused_sgd_"
     plan: list[tuple[dict, list[torch.Tensor], list[list[torch.Tensor]], torch.Tensor | None, list[bool]]] = []
+    broken: list[str] = []  # why the kernel failed, once it has: optimizer.step() from then on
 
     def state_names(group: dict) -> tuple[str, ...]:
         if adam:
@@ -138,50 +174,43 @@ def lean_step(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
             plan.append((group, [as_laid_out(p, f) for p, f in zip(params, flips, strict=True)], state, counter, flips))
         return True
 
+    def update(group: dict, params: list, state: list, counter: torch.Tensor | None, grads: list) -> None:
+        kernel = _KERNELS[name]
+        if adam:
+            exp_avgs, exp_avg_sqs, steps = state
+            counter.add_(1)  # torch.optim's _foreach_add_ over the step tensors costs ~0.1 ms on a CPU
+            beta1, beta2 = group["betas"]
+            try:
+                kernel(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=group["lr"], beta1=beta1, beta2=beta2,
+                       weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)  # fmt: skip
+            except BaseException:
+                counter.sub_(1)  # nothing else was touched
+                raise
+        else:
+            buffers = state[0] if state else []  # no momentum: no buffers
+            kernel(params, grads, buffers, weight_decay=group["weight_decay"], momentum=group["momentum"], lr=group["lr"],
+                   dampening=group["dampening"], nesterov=group["nesterov"], maximize=False, is_first_step=False)  # fmt: skip
+
     def step() -> None:
-        if not plan and not make_plan():
+        if broken or (not plan and not make_plan()):
             optimizer.step()  # the first step creates the state
             return
         grads = [[p.grad for p in group["params"]] for group, *_ in plan]
         if any(g is None for group_grads in grads for g in group_grads):
             optimizer.step()
             return
-        for (group, params, state, counter, flips), group_grads in zip(plan, grads, strict=True):
-            group_grads = [as_laid_out(g, f) for g, f in zip(group_grads, flips, strict=True)]
-            if adam:
-                exp_avgs, exp_avg_sqs, steps = state
-                counter.add_(1)  # torch.optim's _foreach_add_ over the step tensors costs ~0.1 ms on a CPU
-                kernel = torch._fused_adamw_ if group.get("decoupled_weight_decay") else torch._fused_adam_
-                beta1, beta2 = group["betas"]
-                kernel(
-                    params,
-                    group_grads,
-                    exp_avgs,
-                    exp_avg_sqs,
-                    [],
-                    steps,
-                    amsgrad=False,
-                    lr=group["lr"],
-                    beta1=beta1,
-                    beta2=beta2,
-                    weight_decay=group["weight_decay"],
-                    eps=group["eps"],
-                    maximize=False,
-                )
-            else:
-                buffers = state[0] if state else []  # no momentum: no buffers
-                torch._fused_sgd_(
-                    params,
-                    group_grads,
-                    buffers,
-                    weight_decay=group["weight_decay"],
-                    momentum=group["momentum"],
-                    lr=group["lr"],
-                    dampening=group["dampening"],
-                    nesterov=group["nesterov"],
-                    maximize=False,
-                    is_first_step=False,
-                )
+        for i, ((group, params, state, counter, flips), group_grads) in enumerate(zip(plan, grads, strict=True)):
+            laid_out = [as_laid_out(g, f) for g, f in zip(group_grads, flips, strict=True)]
+            try:
+                update(group, params, state, counter, laid_out)
+            except (TypeError, RuntimeError) as err:
+                if i > 0:  # an earlier group was already updated: a fall-back would update it twice
+                    raise
+                broken.append(f"{type(err).__name__}: {str(err).strip().splitlines()[0][:120]}")
+                if warn is not None:
+                    warn(f"fast optimizer step off: torch.{name} failed ({broken[0]}); using optimizer.step()")
+                optimizer.step()
+                return
 
     return step
 

@@ -70,6 +70,9 @@ class RunRecorder:
             os.fsync(f.fileno())
         self.rows += 1
 
+    def close(self) -> None:
+        """Release the folder (nothing to release yet)."""
+
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json(self.summary_path, summary)
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dlrun.analysis.runfolder import flatten
 from dlrun.errors import ResumeError
-from dlrun.training.recorder import CHECKPOINT_FORMAT, atomic_write
+from dlrun.training.recorder import atomic_write
 
 # Keys a resumed run may change: how long it trains and how it shows and keeps its work.
 ADJUSTABLE = {
@@ -31,20 +33,56 @@ ADJUSTABLE = {
 GLOBAL_GROUPS = {"experiment", "debug"}  # presets that may set any key
 
 
-def resume_folder(resume: str, run_dir: Path) -> Path | None:
-    """The folder to continue, or None for a fresh run."""
+@dataclass
+class ResumePlan:
+    """What a command with `resume` set does: continue `folder`, keep a finished run, or start fresh."""
+
+    cfg: Any  # the config to run with: the saved one, with the adjustable keys this command changes
+    overrides: list[str]
+    folder: Path | None = None  # the run to continue; None for a fresh run
+    kept: dict[str, Any] | None = None  # the summary of a finished run, which stays as it is
+
+
+def plan_resume(cfg: Any, run_dir: Path, overrides: list[str]) -> ResumePlan:
+    """Decide what `resume` (empty, a run folder, or auto) means for this command, before anything changes.
+
+    An override that would change the saved experiment is refused. A completed run (all its
+    epochs, or stopped early) is final: resuming it prints a note and changes nothing, and asking
+    it for more epochs is refused, since its files would change. Any other run continues from
+    its checkpoints/last.pt.
+    """
+    from omegaconf import OmegaConf
+
+    resume = cfg.resume
     if not resume:
-        return None
-    if resume == "auto":
-        return run_dir if (run_dir / "checkpoints" / "last.pt").is_file() else None
-    folder = Path(resume).expanduser()
-    if not folder.is_dir():
+        return ResumePlan(cfg, overrides)
+    folder = run_dir if resume == "auto" else Path(resume).expanduser()
+    if resume != "auto" and not folder.is_dir():
         raise ResumeError(f"resume={resume}: no such run folder")
-    if not (folder / "checkpoints" / "last.pt").is_file():
+    summary = read_summary(folder)
+    has_checkpoint = (folder / "checkpoints" / "last.pt").is_file()
+    if resume == "auto" and not summary and not has_checkpoint:
+        return ResumePlan(cfg, overrides)  # nothing there yet: this job starts fresh
+    merged = merge_for_resume(saved_config(folder), OmegaConf.to_container(cfg, resolve=True), overrides)
+    merged["resume"] = resume
+    plan = ResumePlan(literal_config(merged), summary.get("overrides", overrides), folder)  # saved values are data
+    if summary.get("status") == "completed":
+        done = summary.get("epochs_completed")
+        if resume != "auto" and type(done) is int and cfg.trainer.epochs > done and not summary.get("stopped_early_at"):
+            raise ResumeError(
+                f"resume={resume}: the run completed its {done} epochs, and a finished run is never changed; "
+                f"to train for {cfg.trainer.epochs}, start a new run"
+            )
+        print(f"dlrun: {folder} already completed ({done} epochs); kept as it is", file=sys.stderr)
+        plan.kept = summary
+        return plan
+    if not has_checkpoint:
+        if resume == "auto":
+            return ResumePlan(cfg, overrides)  # it never finished an epoch: this job starts again
         raise ResumeError(
             f"resume={resume}: the folder holds no checkpoints/last.pt (did the run finish an epoch, with trainer.checkpoints=true?)"
         )
-    return folder
+    return plan
 
 
 def read_summary(folder: Path) -> dict[str, Any]:
@@ -85,6 +123,11 @@ def merge_for_resume(saved: dict[str, Any], wanted: dict[str, Any], overrides: l
     for key in sorted(set(old) | set(new)):
         if old.get(key) == new.get(key) or not any(p == "" or key == p or key.startswith(p + ".") for p in prefixes):
             continue
+        if key == "trainer.epochs" and old.get("scheduler.name") in ("cosine", "onecycle"):
+            raise ResumeError(
+                f"resume: the run's scheduler={old['scheduler.name']} was shaped for trainer.epochs={old.get(key)}; "
+                "a resumed run keeps it: drop trainer.epochs or start a new run"
+            )
         if key not in ADJUSTABLE:
             raise ResumeError(
                 f"resume: the run was made with {key}={old.get(key)!r} and this command asks for {new.get(key)!r}; "
@@ -102,54 +145,45 @@ def merge_for_resume(saved: dict[str, Any], wanted: dict[str, Any], overrides: l
     return tree
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """torch.load with weights_only=True: tensors and plain containers only, never code."""
-    import pickle
-    import warnings
-
-    import torch
-
-    try:
-        with warnings.catch_warnings():  # a foreign pickle also draws a protocol warning: the error below says enough
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if "Weights only load failed" in str(err):
-            raise ResumeError(f"{path} is not a dlrun checkpoint (it holds objects other than tensors); refusing to load it") from err
-        raise ResumeError(f"{path} is truncated or corrupt and cannot be loaded ({first})") from err
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ResumeError(f"{path} is not a dlrun checkpoint; refusing to use it")
-    return state
-
-
-def check_same_model(model_state: dict, checkpoint_state: dict, path: Path) -> None:
-    """Name the first parameter that the checkpoint lacks, has extra, or holds in another shape."""
-    for key, value in model_state.items():
-        if key in checkpoint_state and tuple(value.shape) != tuple(checkpoint_state[key].shape):
-            raise ResumeError(
-                f"{path} is from another model: {key} is {tuple(checkpoint_state[key].shape)} there and {tuple(value.shape)} here"
-            )
-    missing = sorted(set(model_state) - set(checkpoint_state))
-    extra = sorted(set(checkpoint_state) - set(model_state))
-    if missing or extra:
-        detail = (
-            f"the model has {missing[0]} which the checkpoint lacks" if missing else f"the checkpoint has {extra[0]} which the model lacks"
-        )
-        raise ResumeError(f"{path} is from another model: {detail}")
-
-
 def restore_metrics(folder: Path, epochs: int) -> list[dict[str, Any]]:
     """The first `epochs` rows of metrics.csv as numbers, and the file cut back to them.
 
     Rows past the checkpoint (an epoch whose checkpoint was never written) are dropped, so the
-    resumed run appends exactly where the checkpoint left off.
+    resumed run appends exactly where the checkpoint left off. A file with fewer whole rows than
+    the checkpoint's epochs is refused, and left as it is.
     """
     path = folder / "metrics.csv"
-    if not path.is_file():
-        return []
-    lines = path.read_text().splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ResumeError(f"{path} cannot be read ({err}); the run's per-epoch record is needed to resume it") from err
     kept = lines[: epochs + 1]  # the header and `epochs` rows
+    try:
+        rows = [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(kept)]
+    except (TypeError, ValueError) as err:
+        raise ResumeError(f"{path} holds a row that is not numbers ({err}); it cannot be resumed") from err
+    if [row.get("epoch") for row in rows] != list(range(1, epochs + 1)):
+        raise ResumeError(f"{path} does not hold epochs 1 to {epochs} in order, as checkpoints/last.pt says it should")
     if len(kept) < len(lines):
         atomic_write(path, lambda f: f.write(("\n".join(kept) + "\n").encode()))
-    return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(kept)]
+    return rows
+
+
+def literal_config(tree: dict[str, Any]):
+    """A saved config as a DictConfig whose strings are data: a `${...}` in a saved value is never
+    resolved again (it may hold anything, from an environment variable's name to a resolver that
+    creates folders)."""
+    import re
+
+    from omegaconf import OmegaConf
+
+    def escape(value: Any) -> Any:
+        if isinstance(value, str) and "${" in value:  # OmegaConf reads `\${` as a literal `${`
+            return re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", value)
+        if isinstance(value, dict):
+            return {k: escape(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [escape(v) for v in value]
+        return value
+
+    return OmegaConf.create(escape(tree))

@@ -1,4 +1,11 @@
-"""The training loop: plain functions, read top to bottom.
+"""One training step and one pass over a split: what the epoch loop (engine.py) calls.
+
+The step is chosen once per run by `choose_step`, never by a branch inside the epoch:
+- the hand-written step for the plain ReLU MLP (`dlrun.training.mlp_step`), bit-identical to autograd's;
+- autograd's backward, then the fused optimizer kernel called directly (`dlrun.training.optim.lean_step`);
+- or, with trainer.fast_path=off, autograd and torch.optim's own `optimizer.step()`.
+The fast paths use torch internals; wherever one does not fit (or fails on its first call) the
+run falls back to the plain step, says so once in dlrun.log, and goes on.
 
 Data is already on the device as one tensor per split; a batch is an index into it. Each step's
 loss and predictions stay on the device, and are read back (one host sync) only every
@@ -8,9 +15,8 @@ the end of the epoch.
 What keeps a small model's step cheap on a CPU (measured with torch.profiler; see
 benchmarks/bench_speed.py): batches gathered with `index_select` (a plain copy, where `x[idx]`
 goes through advanced indexing), no autocast context at all in fp32, two tensor ops per step for
-the metrics instead of six, subnormal floats flushed to zero (see `flush_denormals`), the fused
-optimizer kernel called without torch.optim's Python around it (`dlrun.training.optim.lean_step`), and,
-for the plain ReLU MLP, a hand-written forward and backward (`dlrun.training.mlp_step`).
+the metrics instead of six, subnormal floats flushed to zero (see `flush_denormals`), and the
+fast paths above.
 """
 
 from __future__ import annotations
@@ -33,6 +39,10 @@ from dlrun.training.optim import clear_grads, l1_penalty, l1_weights, lean_step
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # Called with (steps done, running mean loss) every few steps, for the progress bar.
 ProgressFn = Callable[[int, float], None]
+# (x, y) -> (loss, logits, gradient norm before clipping or None): forward, backward and the update.
+TrainStep = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]]
+# Told once, in a line of dlrun.log, when a fast path does not fit and the plain one is used.
+WarnFn = Callable[[str], None]
 
 
 def make_loss(name: str, num_classes: int) -> LossFn:
@@ -52,6 +62,7 @@ class StepSettings:
     limit_batches: int = 0  # 0 = every batch
     shuffle: bool = True
     precision: str = "fp32"  # fp32 | bf16
+    grad_clip: float = 0.0  # max global L2 norm of the gradients; 0 = no clipping
 
 
 def num_batches(n: int, batch_size: int, limit: int = 0) -> int:
@@ -92,16 +103,77 @@ def _batch_sizes(n: int, batch_size: int, steps: int, device: torch.device) -> t
     return sizes
 
 
+def choose_step(
+    model: nn.Module, forward: nn.Module, optimizer: torch.optim.Optimizer, settings: StepSettings, fast_path: str, warn: WarnFn
+) -> tuple[TrainStep, str]:
+    """The run's training step, chosen once, and its name for summary.json.
+
+    `forward` is the model as called (torch.compile's wrapper, or the model itself); `fast_path`
+    is auto (the fastest exact step that fits) or off (autograd and optimizer.step()).
+    """
+    weights = l1_weights(model) if settings.l1 > 0 else []
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    clip = settings.grad_clip
+    if fast_path == "off":
+        zero_grad, update = (lambda: optimizer.zero_grad(set_to_none=True)), optimizer.step
+    else:
+        zero_grad, update = clear_grads(optimizer), lean_step(optimizer, warn)
+    device = params[0].device if params else torch.device("cpu")
+
+    def clip_norm() -> torch.Tensor | None:
+        return torch.nn.utils.clip_grad_norm_(params, clip, foreach=True) if clip > 0 else None
+
+    def autograd_step(x: torch.Tensor, y: torch.Tensor):
+        with _autocast(device, settings.precision):
+            logits = forward(x)
+            loss = settings.loss_fn(logits, y)
+        if weights:
+            loss = loss + settings.l1 * l1_penalty(weights)
+        zero_grad()
+        loss.backward()
+        norm = clip_norm()
+        update()
+        return loss, logits, norm
+
+    by_hand = None
+    if fast_path == "auto" and forward is model and not weights:
+        by_hand = mlp_step(model, settings.loss_fn, settings.precision, settings.batch_size, warn)
+    update_name = "optimizer.step()" if update == optimizer.step else "fused kernel"
+    if by_hand is None:
+        return autograd_step, f"autograd + {update_name}"
+    hand: list = [by_hand]  # emptied if the hand-written step ever fails: autograd from then on
+
+    def hand_step(x: torch.Tensor, y: torch.Tensor):
+        if not hand:
+            return autograd_step(x, y)
+        try:
+            loss, logits = hand[0](x, y)  # fills every parameter's .grad
+        except (RuntimeError, TypeError, AttributeError) as err:  # a torch whose kernels differ
+            warn(f"the hand-written MLP step failed ({type(err).__name__}: {str(err).strip().splitlines()[0][:120]}); using autograd")
+            hand.clear()
+            return autograd_step(x, y)
+        norm = clip_norm()
+        update()
+        return loss, logits, norm
+
+    return hand_step, f"mlp by hand + {update_name}"
+
+
 def train_one_epoch(
+    step_fn: TrainStep,
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
     data: Split,
     settings: StepSettings,
     generator: torch.Generator,
     progress: ProgressFn | None = None,
+    after_step: Callable[[], None] | None = None,
     refresh_every: int = 20,
 ) -> dict[str, float]:
-    """One pass over `data` in batches; returns mean loss, accuracy, examples seen and seconds."""
+    """One pass over `data` in batches of `step_fn`; returns mean loss, accuracy, examples seen,
+    seconds, and the mean gradient norm before clipping (when clipping is on).
+
+    `after_step` runs after every optimizer step (a per-step learning-rate schedule).
+    """
     model.train()
     device = data.x.device
     n = len(data)
@@ -109,30 +181,22 @@ def train_one_epoch(
     order = order.to(device)
     steps = num_batches(n, settings.batch_size, settings.limit_batches)
     sizes = _batch_sizes(n, settings.batch_size, steps, device)
-    weights = l1_weights(model) if settings.l1 > 0 else []
     losses: list[torch.Tensor] = []  # one 0-d tensor per step, left on the device
     predictions: list[torch.Tensor] = []  # (batch,) predicted classes per step
+    norms: list[torch.Tensor] = []  # one 0-d tensor per step, when clipping
     checked = 0  # steps whose losses are known to be finite
-    zero_grad, optimizer_step = clear_grads(optimizer), lean_step(optimizer)
-    by_hand = None if weights else mlp_step(model, settings.loss_fn, settings.precision, settings.batch_size)
     start = time.perf_counter()
     with flush_denormals():
         for step in range(steps):
             idx = order[step * settings.batch_size : (step + 1) * settings.batch_size]
             x, y = data.x.index_select(0, idx), data.y.index_select(0, idx)
-            if by_hand is not None:
-                loss, logits = by_hand(x, y)  # fills the gradients
-            else:
-                with _autocast(device, settings.precision):
-                    logits = model(x)
-                    loss = settings.loss_fn(logits, y)
-                if weights:
-                    loss = loss + settings.l1 * l1_penalty(weights)
-                zero_grad()
-                loss.backward()
-            optimizer_step()
+            loss, logits, norm = step_fn(x, y)
+            if after_step is not None:
+                after_step()
             losses.append(loss.detach())
             predictions.append(logits.detach().argmax(dim=1))
+            if norm is not None:
+                norms.append(norm)
             if (step + 1) % refresh_every == 0 or step + 1 == steps:
                 _check_finite(losses, checked, steps)  # one host sync per `refresh_every` steps
                 checked = step + 1
@@ -142,7 +206,10 @@ def train_one_epoch(
     seen = min(n, steps * settings.batch_size)
     mean_loss = (torch.stack(losses).float() @ sizes / seen).item()
     correct = (torch.cat(predictions) == data.y.index_select(0, order[:seen])).sum().item()
-    return {"loss": mean_loss, "acc": correct / seen, "examples": seen, "seconds": time.perf_counter() - start}
+    result = {"loss": mean_loss, "acc": correct / seen, "examples": seen, "seconds": time.perf_counter() - start}
+    if norms:
+        result["grad_norm"] = torch.stack(norms).float().mean().item()
+    return result
 
 
 def _check_finite(losses: list[torch.Tensor], first: int, steps: int) -> None:
