@@ -3,45 +3,185 @@
 metrics.csv gets one row per epoch, appended and flushed to disk as it happens, so a killed run
 keeps every finished epoch. It holds only values that the seed determines (no wall-clock
 times), so two runs of the same seed on the same CPU give byte-identical files. summary.json and
-checkpoints are replaced atomically: written to a temporary file, fsynced, then renamed.
+checkpoints are replaced atomically: written whole to a temporary file, fsynced, then renamed.
+
+A full disk (or quota, or file-size limit) never leaves a torn file: a row that does not fit is
+taken back, a checkpoint or summary that does not fit leaves the previous one, and the error is
+one line (DiskFull) naming the file and the free space. The run's last word, its final
+summary.json, has room kept for it (RESERVE_NAME), so the folder ends saying how the run ended.
+
+A folder is written by one RunRecorder at a time (see lock.py). torch is imported only to save
+a checkpoint, so this module also serves readers and light subprocesses.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import io
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from dlrun.errors import DiskFull
+from dlrun.training import lock
+
 CHECKPOINT_FORMAT = "dlrun-checkpoint"
 CHECKPOINT_VERSION = 1
+RESERVE_NAME = ".dlrun-reserve"
+RESERVE_BYTES = 256 * 1024  # room for the final summary.json (a few kB) and its temporary copy on a full disk
+TEMP_SUFFIX = ".dlrun-tmp"  # every temporary file ends so: a later owner of the folder removes strays
+NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # full disk, quota reached, file-size limit (ulimit -f)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing whole files.
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Call `write` on a temporary file beside `path`, fsync it, then rename it over `path`."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Replace `path` with what `write` writes to a file object, whole or not at all.
+
+    `write` writes into memory first, so a failure to serialize and a failure to store are
+    told apart; then the bytes go to a temporary file beside `path`, are fsynced and renamed
+    over it. Raises DiskFull where the space runs out; `path` is then as it was.
+    """
+    buffer = io.BytesIO()
+    write(buffer)
+    replace_file(path, buffer.getbuffer())
+
+
+def replace_file(path: Path, data: bytes | memoryview) -> None:
+    """Replace `path` with `data` atomically: a temporary file, fsync, rename, fsync of the folder."""
+    path = Path(path)
     try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        fd, tmp = _create_temp(path)
+    except OSError as err:
+        raise _translated(err, path, len(data)) from err
+    try:
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise _translated(err, path, len(data)) from err
+        raise
+    _fsync_folder(path.parent)
 
 
 def write_json(path: Path, data: dict) -> None:
-    atomic_write(path, lambda f: f.write((json.dumps(data, indent=2, default=str) + "\n").encode()))
+    """Replace `path` with `data` as indented JSON, atomically."""
+    replace_file(path, (json.dumps(data, indent=2, default=str) + "\n").encode())
+
+
+def _create_temp(path: Path) -> tuple[int, str]:
+    """A new file beside `path`, named uniquely across processes and hosts (a random part, O_EXCL)."""
+    while True:
+        tmp = str(path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}{TEMP_SUFFIX}"))
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)  # a short count is what a nearly full disk gives: the next write says why
+        if written == 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[written:]
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename or a new file durable. Best effort: some filesystems cannot fsync a folder."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------------
+# Saying why a write failed.
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether `err` is a write that ran out of room: ENOSPC, EDQUOT or EFBIG."""
+    return isinstance(err, OSError) and err.errno in NO_SPACE
+
+
+def _translated(err: OSError, path: Path, needed: int) -> OSError | DiskFull:
+    return disk_full(err, path, needed) if is_disk_full(err) else err
+
+
+def disk_full(err: OSError, path: Path, needed: int) -> DiskFull:
+    """DiskFull for `err` as one line: why, the file, the bytes it needed and the room there is."""
+    reason = _reason(err)
+    if err.errno == errno.EFBIG:
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if limit != resource.RLIM_INFINITY:
+            return DiskFull(f"{reason}: cannot write {path} ({size(needed)} needed; the file-size limit, ulimit -f, is {size(limit)})")
+    try:
+        stat = os.statvfs(path.parent)
+        room = f"{size(stat.f_bavail * stat.f_frsize)} free on {mount_point(path.parent)}"
+    except OSError:
+        room = "free space unknown"
+    return DiskFull(f"{reason}: cannot write {path} ({size(needed)} needed, {room})")
+
+
+def _reason(err: OSError) -> str:
+    text = err.strerror or str(err)
+    return text[:1].lower() + text[1:]  # 'No space left on device' -> 'no space left on device'
+
+
+def mount_point(path: Path) -> Path:
+    """The mount point of the filesystem that holds `path`."""
+    path = Path(os.path.abspath(path))
+    while not os.path.ismount(path):
+        path = path.parent
+    return path
+
+
+def size(count: int) -> str:
+    """A byte count for people: '212 bytes', '4.1 kB', '3.1 MB', '2.0 GB' (powers of 1000)."""
+    if count >= 1e9:
+        return f"{count / 1e9:.1f} GB"
+    if count >= 1e5:
+        return f"{count / 1e6:.1f} MB"
+    if count >= 1e3:
+        return f"{count / 1e3:.1f} kB"
+    return f"{count} bytes"
+
+
+# ---------------------------------------------------------------------------------------------
+# One run folder.
 
 
 class RunRecorder:
-    """The files of one run folder."""
+    """The files of one run folder, owned by this process from construction to close().
+
+    Construction locks the folder before changing anything in it (RunInUse if another recorder
+    holds it), removes temporary files that a killed owner left, and reserves RESERVE_BYTES for
+    the final summary. Use it as a context manager, or call close(); an unclosed recorder is
+    closed when it is garbage collected or the interpreter exits.
+    """
 
     def __init__(self, run_dir: Path):
         self.dir = Path(run_dir)
@@ -50,36 +190,156 @@ class RunRecorder:
         self.summary_path = self.dir / "summary.json"
         self.checkpoint_dir = self.dir / "checkpoints"
         self.plot_dir = self.dir / "plots"
+        self.reserve_path = self.dir / RESERVE_NAME
         self._columns: list[str] | None = None
         self.rows = 0  # epochs written to metrics.csv by this process
+        lock_fd = lock.acquire(self.dir)  # first: nothing in the folder changes unless this process owns it
+        self._closer = weakref.finalize(self, _close, lock_fd, self.reserve_path)
+        try:
+            for stray in [*self.dir.glob(f".*{TEMP_SUFFIX}"), *self.checkpoint_dir.glob(f".*{TEMP_SUFFIX}")]:
+                stray.unlink(missing_ok=True)
+            self._reserve()
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> RunRecorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return not self._closer.alive
+
+    def close(self) -> None:
+        """Give the reserved space back and unlock the folder; calling it again does nothing."""
+        self._closer()
 
     def append_metrics(self, row: dict[str, Any]) -> None:
-        """Append one epoch's row (the header first, on a new file) and force it to disk."""
+        """Append one epoch's row (the header first, on a new file) and force it to disk.
+
+        The row goes whole or not at all: where a write fails (a full disk, say) the file is cut
+        back to its previous size before the error (DiskFull for lack of room) is raised.
+        """
+        self._check_open()
         if self._columns is None:
             self._columns = list(row)
-        new = not self.metrics_path.exists() or self.metrics_path.stat().st_size == 0
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=self._columns, lineterminator="\n")
-        if new:
-            writer.writeheader()
-        writer.writerow({k: repr(v) if isinstance(v, float) else v for k, v in row.items()})
-        # One write call per row: a crash leaves whole rows only (short appends are not torn).
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(buffer.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            fd = os.open(self.metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError as err:
+            raise _translated(err, self.metrics_path, 0) from err
+        try:
+            before = os.fstat(fd).st_size
+            if before == 0:
+                writer.writeheader()
+            writer.writerow({k: repr(v) if isinstance(v, float) else v for k, v in row.items()})
+            data = buffer.getvalue().encode()
+            try:
+                _write_all(fd, data)
+                os.fsync(fd)
+            except BaseException as err:
+                with contextlib.suppress(OSError):  # the error to report is the write's
+                    os.ftruncate(fd, before)  # take back a partial row; an interrupt between writes too
+                if isinstance(err, OSError):
+                    raise _translated(err, self.metrics_path, len(data)) from err
+                raise
+        finally:
+            os.close(fd)
+        if before == 0:
+            _fsync_folder(self.dir)
         self.rows += 1
 
     def write_summary(self, summary: dict[str, Any]) -> None:
+        """Replace summary.json during the run; DiskFull where there is no room (the old one stays).
+
+        The reserve is not used here: it is kept for write_final_summary, so that a run that
+        fails for lack of room can still say so.
+        """
+        self._check_open()
         write_json(self.summary_path, summary)
 
+    def write_final_summary(self, summary: dict[str, Any]) -> bool:
+        """Write the summary that ends the run (status completed, failed, ...); never raises OSError.
+
+        On a full disk it gives the reserved space back and tries once more. Where it still
+        cannot write, it prints one line to stderr naming the stale file, what it still says and
+        how the run ended, and returns False; True when summary.json is written.
+        """
+        self._check_open()
+        try:
+            try:
+                write_json(self.summary_path, summary)
+            except DiskFull:
+                self._release_reserve()
+                write_json(self.summary_path, summary)
+            return True
+        except (DiskFull, OSError) as err:
+            cause = err.__cause__ if isinstance(err, DiskFull) else err
+            reason = _reason(cause) if isinstance(cause, OSError) else str(err)
+            print(self._stale_summary_line(summary, reason), file=sys.stderr)
+            return False
+
     def save_checkpoint(self, name: str, state: dict[str, Any]) -> Path:
+        """Replace checkpoints/`name` atomically; DiskFull where there is no room (the old one stays).
+
+        The checkpoint is serialized in memory first (it is held twice for a moment), so that a
+        full disk is reported as such rather than as torch's own serialization error.
+        """
         import torch
 
-        self.checkpoint_dir.mkdir(exist_ok=True)
+        self._check_open()
         path = self.checkpoint_dir / name
+        try:
+            self.checkpoint_dir.mkdir(exist_ok=True)
+        except OSError as err:
+            raise _translated(err, path, 0) from err
         atomic_write(path, lambda f: torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}, f))
         return path
+
+    def _reserve(self) -> None:
+        """Hold RESERVE_BYTES in the folder (random bytes: a compressing filesystem keeps them all)."""
+        try:
+            if self.reserve_path.stat().st_size >= RESERVE_BYTES:
+                return  # left by an owner that was killed: still good
+        except FileNotFoundError:
+            pass
+        try:
+            replace_file(self.reserve_path, os.urandom(RESERVE_BYTES))
+        except DiskFull as err:
+            raise DiskFull(f"{err}; a run needs at least {size(RESERVE_BYTES)} free to start") from err.__cause__
+
+    def _release_reserve(self) -> None:
+        self.reserve_path.unlink(missing_ok=True)
+
+    def _stale_summary_line(self, summary: dict[str, Any], reason: str) -> str:
+        try:
+            status = json.loads(self.summary_path.read_text()).get("status")
+            verb, now = "update", f'it still says "{status}"'
+        except FileNotFoundError:
+            verb, now = "write", "the folder has no summary.json"
+        except (OSError, ValueError, AttributeError):
+            verb, now = "update", "it cannot be read"
+        ended = f"the run ended as {summary.get('status')}"
+        done, total = summary.get("epochs_completed"), summary.get("epochs")
+        if isinstance(done, int) and isinstance(total, int):
+            ended += f" after {done} of {total} epochs"
+        return f"dlrun: could not {verb} {self.summary_path} ({reason}): {now}; {ended}"
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ValueError(f"the RunRecorder of {self.dir} is closed: it no longer owns the folder")
+
+
+def _close(lock_fd: int, reserve_path: Path) -> None:
+    """Give the reserve back, then unlock (the lock last: the folder is ours until then)."""
+    try:
+        reserve_path.unlink(missing_ok=True)
+    finally:
+        lock.release(lock_fd)
 
 
 def versions() -> dict[str, str]:
