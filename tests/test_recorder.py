@@ -17,7 +17,8 @@ import dlrun
 from dlrun.errors import DiskFull, RunInUse
 from dlrun.training import lock
 from dlrun.training.lock import lock_holder
-from dlrun.training.recorder import RESERVE_NAME, TEMP_SUFFIX, RunRecorder
+from dlrun.training.recorder import RESERVE_NAME, RunRecorder
+from dlrun.training.storage import TEMP_SUFFIX
 
 SOURCES = Path(dlrun.__file__).resolve().parents[1]  # this checkout's src/, for subprocesses
 

@@ -9,6 +9,7 @@ A full disk (or quota, or file-size limit) never leaves a torn file: a row that 
 taken back, a checkpoint or summary that does not fit leaves the previous one, and the error is
 one line (DiskFull) naming the file and the free space. The run's last word, its final
 summary.json, has room kept for it (RESERVE_NAME), so the folder ends saying how the run ended.
+How files are written whole is storage.py's job.
 
 A folder is written by one RunRecorder at a time (see lock.py). torch is imported only to save
 a checkpoint, so this module also serves readers and light subprocesses.
@@ -18,156 +19,34 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import errno
 import io
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import weakref
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from dlrun.errors import DiskFull
 from dlrun.training import lock
+from dlrun.training.storage import (  # atomic_write and write_json are also imported from here by resume.py and cli.py
+    TEMP_SUFFIX,
+    atomic_write,
+    fsync_folder,
+    reason,
+    replace_file,
+    size,
+    translated,
+    write_all,
+    write_json,
+)
 
 CHECKPOINT_FORMAT = "dlrun-checkpoint"
 CHECKPOINT_VERSION = 1
 RESERVE_NAME = ".dlrun-reserve"
 RESERVE_BYTES = 256 * 1024  # room for the final summary.json (a few kB) and its temporary copy on a full disk
-TEMP_SUFFIX = ".dlrun-tmp"  # every temporary file ends so: a later owner of the folder removes strays
-NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # full disk, quota reached, file-size limit (ulimit -f)
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing whole files.
-
-
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Replace `path` with what `write` writes to a file object, whole or not at all.
-
-    `write` writes into memory first, so a failure to serialize and a failure to store are
-    told apart; then the bytes go to a temporary file beside `path`, are fsynced and renamed
-    over it. Raises DiskFull where the space runs out; `path` is then as it was.
-    """
-    buffer = io.BytesIO()
-    write(buffer)
-    replace_file(path, buffer.getbuffer())
-
-
-def replace_file(path: Path, data: bytes | memoryview) -> None:
-    """Replace `path` with `data` atomically: a temporary file, fsync, rename, fsync of the folder."""
-    path = Path(path)
-    try:
-        fd, tmp = _create_temp(path)
-    except OSError as err:
-        raise _translated(err, path, len(data)) from err
-    try:
-        try:
-            _write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise _translated(err, path, len(data)) from err
-        raise
-    _fsync_folder(path.parent)
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Replace `path` with `data` as indented JSON, atomically."""
-    replace_file(path, (json.dumps(data, indent=2, default=str) + "\n").encode())
-
-
-def _create_temp(path: Path) -> tuple[int, str]:
-    """A new file beside `path`, named uniquely across processes and hosts (a random part, O_EXCL)."""
-    while True:
-        tmp = str(path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}{TEMP_SUFFIX}"))
-        try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666), tmp
-        except FileExistsError:
-            continue
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)  # a short count is what a nearly full disk gives: the next write says why
-        if written == 0:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        view = view[written:]
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename or a new file durable. Best effort: some filesystems cannot fsync a folder."""
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-# ---------------------------------------------------------------------------------------------
-# Saying why a write failed.
-
-
-def is_disk_full(err: BaseException) -> bool:
-    """Whether `err` is a write that ran out of room: ENOSPC, EDQUOT or EFBIG."""
-    return isinstance(err, OSError) and err.errno in NO_SPACE
-
-
-def _translated(err: OSError, path: Path, needed: int) -> OSError | DiskFull:
-    return disk_full(err, path, needed) if is_disk_full(err) else err
-
-
-def disk_full(err: OSError, path: Path, needed: int) -> DiskFull:
-    """DiskFull for `err` as one line: why, the file, the bytes it needed and the room there is."""
-    reason = _reason(err)
-    if err.errno == errno.EFBIG:
-        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-        if limit != resource.RLIM_INFINITY:
-            return DiskFull(f"{reason}: cannot write {path} ({size(needed)} needed; the file-size limit, ulimit -f, is {size(limit)})")
-    try:
-        stat = os.statvfs(path.parent)
-        room = f"{size(stat.f_bavail * stat.f_frsize)} free on {mount_point(path.parent)}"
-    except OSError:
-        room = "free space unknown"
-    return DiskFull(f"{reason}: cannot write {path} ({size(needed)} needed, {room})")
-
-
-def _reason(err: OSError) -> str:
-    text = err.strerror or str(err)
-    return text[:1].lower() + text[1:]  # 'No space left on device' -> 'no space left on device'
-
-
-def mount_point(path: Path) -> Path:
-    """The mount point of the filesystem that holds `path`."""
-    path = Path(os.path.abspath(path))
-    while not os.path.ismount(path):
-        path = path.parent
-    return path
-
-
-def size(count: int) -> str:
-    """A byte count for people: '212 bytes', '4.1 kB', '3.1 MB', '2.0 GB' (powers of 1000)."""
-    if count >= 1e9:
-        return f"{count / 1e9:.1f} GB"
-    if count >= 1e5:
-        return f"{count / 1e6:.1f} MB"
-    if count >= 1e3:
-        return f"{count / 1e3:.1f} kB"
-    return f"{count} bytes"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,7 +110,7 @@ class RunRecorder:
         try:
             fd = os.open(self.metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
         except OSError as err:
-            raise _translated(err, self.metrics_path, 0) from err
+            raise translated(err, self.metrics_path, 0) from err
         try:
             before = os.fstat(fd).st_size
             if before == 0:
@@ -239,18 +118,18 @@ class RunRecorder:
             writer.writerow({k: repr(v) if isinstance(v, float) else v for k, v in row.items()})
             data = buffer.getvalue().encode()
             try:
-                _write_all(fd, data)
+                write_all(fd, data)
                 os.fsync(fd)
             except BaseException as err:
                 with contextlib.suppress(OSError):  # the error to report is the write's
                     os.ftruncate(fd, before)  # take back a partial row; an interrupt between writes too
                 if isinstance(err, OSError):
-                    raise _translated(err, self.metrics_path, len(data)) from err
+                    raise translated(err, self.metrics_path, len(data)) from err
                 raise
         finally:
             os.close(fd)
         if before == 0:
-            _fsync_folder(self.dir)
+            fsync_folder(self.dir)
         self.rows += 1
 
     def write_summary(self, summary: dict[str, Any]) -> None:
@@ -279,8 +158,8 @@ class RunRecorder:
             return True
         except (DiskFull, OSError) as err:
             cause = err.__cause__ if isinstance(err, DiskFull) else err
-            reason = _reason(cause) if isinstance(cause, OSError) else str(err)
-            print(self._stale_summary_line(summary, reason), file=sys.stderr)
+            why = reason(cause) if isinstance(cause, OSError) else str(err)
+            print(self._stale_summary_line(summary, why), file=sys.stderr)
             return False
 
     def save_checkpoint(self, name: str, state: dict[str, Any]) -> Path:
@@ -296,7 +175,7 @@ class RunRecorder:
         try:
             self.checkpoint_dir.mkdir(exist_ok=True)
         except OSError as err:
-            raise _translated(err, path, 0) from err
+            raise translated(err, path, 0) from err
         atomic_write(path, lambda f: torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}, f))
         return path
 
@@ -315,7 +194,7 @@ class RunRecorder:
     def _release_reserve(self) -> None:
         self.reserve_path.unlink(missing_ok=True)
 
-    def _stale_summary_line(self, summary: dict[str, Any], reason: str) -> str:
+    def _stale_summary_line(self, summary: dict[str, Any], why: str) -> str:
         try:
             status = json.loads(self.summary_path.read_text()).get("status")
             verb, now = "update", f'it still says "{status}"'
@@ -327,7 +206,7 @@ class RunRecorder:
         done, total = summary.get("epochs_completed"), summary.get("epochs")
         if isinstance(done, int) and isinstance(total, int):
             ended += f" after {done} of {total} epochs"
-        return f"dlrun: could not {verb} {self.summary_path} ({reason}): {now}; {ended}"
+        return f"dlrun: could not {verb} {self.summary_path} ({why}): {now}; {ended}"
 
     def _check_open(self) -> None:
         if self.closed:
