@@ -30,5 +30,13 @@ class RunFolderError(DlrunError):
     """A run folder that cannot be read, or that is written in a format this dlrun does not know."""
 
 
+class DiskFull(DlrunError):
+    """A file of the run folder could not be written for lack of space (full disk, quota, file-size limit)."""
+
+
+class RunInUse(DlrunError):
+    """The run folder is held by another live dlrun process."""
+
+
 class Diverged(RuntimeError):
     """The training loss became NaN or infinite."""

@@ -1,0 +1,107 @@
+"""One writer per run folder: an OS lock on RUN/.lock, held by the process that records the run.
+
+The lock is `flock(LOCK_EX)` on an open file: the kernel releases it when that file is closed or
+the process dies, however it dies, so a killed run never leaves a stale lock behind. The file's
+text (pid, host, start time) only says who holds it; whether it is held is always asked of the
+kernel, never read from the text. The file itself stays in the folder: removing a lock file while
+another process may be opening it would let two processes lock two different files.
+
+Imports neither torch nor Hydra, so readers of run folders (`dlrun compare`) may use
+`lock_holder` to tell a live `running` run from a dead one.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from dlrun.errors import RunInUse
+
+LOCK_NAME = ".lock"
+RETRY_S = 0.2  # a reader's probe (lock_holder) holds the lock for microseconds: wait that out before refusing
+_BUSY = {errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES}  # EACCES: what some systems return for a held lock
+
+
+def acquire(folder: Path) -> int:
+    """Lock `folder` for this process and return the lock's file descriptor (close it to release).
+
+    Raises RunInUse naming the holder when another open lock holds it: another process, or another
+    RunRecorder of this same process. Where the filesystem cannot lock at all, prints one warning
+    and returns the descriptor unlocked, so that runs still work there.
+    """
+    path = Path(folder) / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        deadline = time.monotonic() + RETRY_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as err:
+                if err.errno not in _BUSY:
+                    print(
+                        f"dlrun: warning: cannot lock {folder} ({err.strerror}); nothing stops a second dlrun from writing it",
+                        file=sys.stderr,
+                    )
+                    return fd
+                if time.monotonic() >= deadline:
+                    raise RunInUse(f"{folder} is in use by {_describe(fd)}; wait for it to finish or stop it") from None
+                time.sleep(0.02)
+        _write_holder(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def release(fd: int) -> None:
+    """Release a lock taken by `acquire` (closing its descriptor releases it)."""
+    os.close(fd)
+
+
+def lock_holder(folder: Path) -> str | None:
+    """Who holds `folder`'s lock, e.g. 'dlrun pid 1234 on host h (started ...)'; None when nobody does.
+
+    Also None for a folder without a lock file (a finished run of an older dlrun, or a folder
+    never run) and where it cannot tell (an unreadable folder, a filesystem without locks).
+    Changes nothing in the folder: it opens the lock file read-only and probes with a shared lock,
+    so several readers never see each other as holders.
+    """
+    try:
+        fd = os.open(Path(folder) / LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as err:
+        return _describe(fd) if err.errno in _BUSY else None
+    else:
+        return None  # closing fd below drops the probe's lock
+    finally:
+        os.close(fd)
+
+
+def _write_holder(fd: int) -> None:
+    """Say who holds the lock; best effort (on a full disk the lock holds all the same)."""
+    started = datetime.now().astimezone().isoformat(timespec="seconds")
+    text = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started}) + "\n"
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, text.encode(), 0)
+    except OSError:
+        pass
+
+
+def _describe(fd: int) -> str:
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0))
+        return f"dlrun pid {holder['pid']} on host {holder['host']} (started {holder['started']})"
+    except (OSError, ValueError, TypeError, KeyError):
+        return "another dlrun process"  # it has locked the file and not yet said who it is
