@@ -45,7 +45,9 @@ def run_dlrun(tmp_path) -> Callable[..., Path]:
 
     def _run(*overrides: str, run_dir: Path | None = None) -> Path:
         folder = run_dir or tmp_path / f"run{next(counter)}"
-        main([*overrides, f"hydra.run.dir={folder}"])
+        code = main([*overrides, f"hydra.run.dir={folder}"])
+        if code:  # an error outside the run (composition, a refused folder): as the command would exit
+            raise SystemExit(code)
         return folder
 
     return _run

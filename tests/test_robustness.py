@@ -104,32 +104,72 @@ def test_kill_9_keeps_every_finished_epoch_whole(tmp_path):
     proc.kill()
     proc.communicate(timeout=60)
     rows = metrics_rows(run_dir)
-    assert len(rows) >= 3 and all(len(r) == 6 for r in rows)  # no half rows
+    assert len(rows) >= 3 and all(len(r) == 7 for r in rows)  # no half rows
     assert [int(r[0]) for r in rows] == list(range(1, len(rows) + 1))
     assert read_summary(run_dir)["status"] == "running"
     last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)  # complete: the old one or the new one
     assert last["epoch"] in (len(rows) - 1, len(rows))
 
 
-def test_resume_after_an_interrupt_equals_an_uninterrupted_run(run_dlrun, tmp_path):
-    extra = ("regularization=[dropout]", "seed=5")
-    whole = run_dlrun(*QUICK, *extra, "trainer.epochs=5")
-    part = run_dlrun(*QUICK, *extra, "trainer.epochs=3")
-    run_dlrun(f"resume={part}", "trainer.epochs=5", run_dir=part)
-    assert (part / "metrics.csv").read_bytes() == (whole / "metrics.csv").read_bytes()
+def interrupted_run(run_dlrun, interrupt_at_epoch, run_dir: Path, *overrides: str, at: int = 4) -> Path:
+    """A run stopped as Ctrl-C stops it, during epoch `at` (the epochs before it recorded)."""
+    interrupt_at_epoch(at)
+    with pytest.raises(SystemExit) as stopped:
+        run_dlrun(*QUICK, *overrides, run_dir=run_dir)
+    interrupt_at_epoch(None)
+    assert stopped.value.code == 130 and read_summary(run_dir)["status"] == "interrupted"
+    return run_dir
+
+
+def without_time(run_dir: Path) -> list[list[str]]:
+    return [row[:-1] for row in metrics_rows(run_dir)]  # epoch_s, the last column, is wall-clock time
+
+
+def test_resume_after_an_interrupt_equals_an_uninterrupted_run(run_dlrun, interrupt_at_epoch, tmp_path):
+    extra = ("regularization=[dropout]", "seed=5", "trainer.epochs=5")
+    whole = run_dlrun(*QUICK, *extra)
+    part = interrupted_run(run_dlrun, interrupt_at_epoch, tmp_path / "part", *extra)
+    run_dlrun(f"resume={part}", run_dir=part)
+    assert without_time(part) == without_time(whole)
     summary = read_summary(part)
     assert summary["status"] == "completed" and summary["epochs_completed"] == 5 and summary["resumed_from_epoch"] == 3
     assert summary["test"] == read_summary(whole)["test"]
 
 
-def test_resume_drops_rows_past_the_checkpoint(run_dlrun):
+def test_a_run_killed_after_its_last_epoch_is_finished_by_resume(run_dlrun, tmp_path):
+    """Killed during its test pass or plots: every epoch is recorded, the summary still says running."""
+    run = run_dlrun(*QUICK)
+    finished = read_summary(run)
+    running = {k: v for k, v in finished.items() if k not in ("final", "best", "test", "timing", "ended_at")} | {"status": "running"}
+    (run / "summary.json").write_text(json.dumps(running))
+    shutil.rmtree(run / "plots", ignore_errors=True)
+    rows_before = (run / "metrics.csv").read_bytes()
+    run_dlrun(f"resume={run}", "trainer.plots=true", run_dir=run)
+    summary = read_summary(run)
+    assert summary["status"] == "completed" and summary["test"] == finished["test"] and summary["best"] == finished["best"]
+    assert (run / "metrics.csv").read_bytes() == rows_before and (run / "plots" / "curves.png").is_file()
+
+
+def test_resuming_a_completed_run_changes_nothing(run_dlrun, capsys):
+    run = run_dlrun(*QUICK)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    run_dlrun(f"resume={run}", run_dir=run)
+    assert "already completed (2 epochs); kept as it is" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:
+        run_dlrun(f"resume={run}", "trainer.epochs=4", run_dir=run)
+    assert refused.value.code == 2 and "a finished run is never changed" in capsys.readouterr().err
+    assert before == {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+
+def test_resume_drops_rows_past_the_checkpoint(run_dlrun, interrupt_at_epoch, tmp_path):
     """A kill between writing an epoch's row and its checkpoint leaves one row too many: it is redone."""
     whole = run_dlrun(*QUICK, "trainer.epochs=3")
-    part = run_dlrun(*QUICK, "trainer.epochs=2")
+    part = interrupted_run(run_dlrun, interrupt_at_epoch, tmp_path / "part", "trainer.epochs=3", at=3)
     with open(part / "metrics.csv", "a") as f:
-        f.write("3,9.9,0.1,9.9,0.1,0.001\n")
-    run_dlrun(f"resume={part}", "trainer.epochs=3", run_dir=part)
-    assert (part / "metrics.csv").read_bytes() == (whole / "metrics.csv").read_bytes()
+        f.write("3,9.9,0.1,9.9,0.1,0.001,0.5\n")
+    run_dlrun(f"resume={part}", run_dir=part)
+    assert without_time(part) == without_time(whole)
 
 
 def test_resume_refuses_an_override_that_changes_the_experiment(run_dlrun, capsys):
@@ -144,8 +184,8 @@ def test_resume_refuses_an_override_that_changes_the_experiment(run_dlrun, capsy
 
 
 @pytest.mark.parametrize("damage", ["missing", "truncated", "foreign-pickle", "other-model", "no-folder"])
-def test_resume_refuses_a_bad_checkpoint_with_one_line(run_dlrun, tmp_path, capsys, damage):
-    part = run_dlrun(*QUICK)
+def test_resume_refuses_a_bad_checkpoint_with_one_line(run_dlrun, interrupt_at_epoch, tmp_path, capsys, damage):
+    part = interrupted_run(run_dlrun, interrupt_at_epoch, tmp_path / "part", "trainer.epochs=3", at=3)
     last = part / "checkpoints" / "last.pt"
     marker = tmp_path / "executed"
     target = part
@@ -178,7 +218,42 @@ def test_resume_refuses_a_bad_checkpoint_with_one_line(run_dlrun, tmp_path, caps
     assert err.startswith("dlrun: error: ") and expected in err and "\n" not in err
     assert not marker.exists()  # the pickle's code never ran
     if target.exists():
-        assert read_summary(target)["status"] == "completed"  # the run's own record is untouched
+        assert read_summary(target)["status"] == "interrupted"  # the run's own record is untouched
+
+
+def _forge(path: Path, change) -> None:
+    checkpoint = torch.load(path, weights_only=True)
+    change(checkpoint)
+    torch.save(checkpoint, path)
+
+
+FORGERIES = {
+    "negative-epoch": ("last.pt", lambda c: c.update(epoch=-5), "written after epoch -5"),
+    "string-epoch": ("last.pt", lambda c: c.update(epoch="2"), "written after epoch '2'"),
+    "epoch-past-the-rows": ("last.pt", lambda c: c.update(epoch=3, best={"epoch": 1}), "does not hold epochs 1 to 3"),
+    "sgd-state-for-adam": ("last.pt", lambda c: c["optimizer"]["state"].update({0: {"momentum_buffer": torch.zeros(3)}}),
+                           "the state of another kind of optimizer"),
+    "short-rng": ("last.pt", lambda c: c["rng"].update(data=torch.zeros(3, dtype=torch.uint8)), "no valid data RNG state"),
+    "no-rng": ("last.pt", lambda c: c.pop("rng"), "holds no RNG state"),
+    "other-config": ("last.pt", lambda c: c["config"]["optimizer"].update(lr=0.5), "belongs to another run: it was written with optimizer.lr"),
+    "newer-version": ("last.pt", lambda c: c.update(version=99), "of version 99"),
+    "best-of-another-model": ("best.pt", lambda c: c["model"].update({"1.weight": torch.zeros(5, 64)}), "best.pt is from another model"),
+    "weights-not-tensors": ("last.pt", lambda c: c["model"].update({"1.bias": 3}), "holds no model weights"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("forgery", FORGERIES)
+def test_resume_refuses_a_forged_checkpoint_before_changing_anything(run_dlrun, interrupt_at_epoch, tmp_path, capsys, forgery):
+    part = interrupted_run(run_dlrun, interrupt_at_epoch, tmp_path / "part", "trainer.epochs=4", at=3)
+    name, change, expected = FORGERIES[forgery]
+    _forge(part / "checkpoints" / name, change)
+    before = {p: p.read_bytes() for p in part.rglob("*") if p.is_file() and p.name != ".lock"}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused:
+        run_dlrun(f"resume={part}", run_dir=part)
+    err = capsys.readouterr().err.strip()
+    assert refused.value.code == 2 and err.startswith("dlrun: error: ") and expected in err and "\n" not in err, err
+    assert before == {p: p.read_bytes() for p in part.rglob("*") if p.is_file() and p.name != ".lock"}
 
 
 def test_divergence_stops_the_run_with_its_own_status(run_dlrun, tmp_path, capsys):

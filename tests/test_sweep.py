@@ -23,7 +23,7 @@ from tests.runfolders import SGD, make_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # '++' adds the callback, or sets it again where conf/config.yaml already has it: the test passes either way.
-CALLBACK = "++hydra.callbacks.sweep_summary._target_=dlrun.analysis.sweep.SweepSummary"
+CALLBACK = "++hydra.callbacks.sweep_summary._target_=dlrun.hydra_callbacks.SweepSummary"
 
 
 def make_sweep(folder: Path, seeds: tuple[int, ...] = (0, 1)) -> Path:

@@ -100,19 +100,23 @@ def _record_failure(run_dir: Path, err: Exception, cfg, overrides: list[str]) ->
     from omegaconf import OmegaConf
 
     from dlrun.analysis.runfolder import RUN_FOLDER_FORMAT
+    from dlrun.errors import DiskFull, RunInUse
     from dlrun.training.recorder import write_json
 
     path = run_dir / "summary.json"
-    if path.exists() or not run_dir.is_dir():
-        return  # the run wrote its own, or it is a folder that a refused resume must leave as it was
+    if path.exists() or not run_dir.is_dir() or isinstance(err, RunInUse):
+        return  # the run wrote its own, or the folder is another run's (a refused resume, another writer's)
     try:
         config = OmegaConf.to_container(cfg, resolve=True)
     except Exception:  # noqa: BLE001  a broken file or config must not hide the original error
         config = None
     epochs = config.get("trainer", {}).get("epochs") if isinstance(config, dict) else None
     error = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    write_json(path, {"format": RUN_FOLDER_FORMAT, "status": "failed", "error": error, "epochs": epochs, "epochs_completed": 0,
-                      "overrides": overrides, "config": config})  # fmt: skip
+    try:
+        write_json(path, {"format": RUN_FOLDER_FORMAT, "status": "failed", "error": error, "epochs": epochs, "epochs_completed": 0,
+                          "overrides": overrides, "config": config})  # fmt: skip
+    except (DiskFull, OSError) as write_err:
+        print(f"dlrun: could not write {path} ({write_err})", file=sys.stderr)
 
 
 def error_message(err: Exception) -> str:
@@ -136,8 +140,30 @@ def error_message(err: Exception) -> str:
     return f"dlrun: error: {text.splitlines()[0] if text else type(err).__name__}"
 
 
+def check_run_dir(argv: list[str]) -> None:
+    """`resume=X` continues X in its own folder: refuse another hydra.run.dir before Hydra creates it."""
+    from dlrun.errors import ConfigError
+
+    given = dict(arg.split("=", 1) for arg in argv if arg.startswith(("resume=", "hydra.run.dir=")))
+    resume, run_dir = given.get("resume", ""), given.get("hydra.run.dir")
+    if resume in ("", "auto") or run_dir is None:
+        return
+    if not Path(resume).expanduser().is_dir():
+        raise ConfigError(f"resume={resume}: no such run folder")
+    if Path(run_dir).expanduser().resolve() != Path(resume).expanduser().resolve():
+        raise ConfigError(f"resume={resume} continues that run in its own folder; drop hydra.run.dir={run_dir}")
+
+
 def run_hydra(argv: list[str]) -> int:
     import hydra
+
+    from dlrun.errors import DlrunError
+
+    try:
+        check_run_dir(argv)
+    except DlrunError as err:
+        print(f"dlrun: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
 
     from dlrun.config import config_dir, register_configs
 

@@ -244,6 +244,8 @@ def hydra_subdir(resume: str, output_dir: str) -> str | None:
     anything into it.
     """
     if resume and resume != "auto":
+        if not Path(resume).expanduser().is_dir():
+            raise ConfigError(f"resume={resume}: no such run folder")
         if Path(output_dir).resolve() != Path(resume).expanduser().resolve():
             raise ConfigError(f"resume={resume} continues that run in its own folder; drop hydra.run.dir={output_dir}")
         return None

@@ -221,7 +221,7 @@ def execute(
         summary["epochs_completed"] = state.epoch
         summary["ended_at"] = now()
         if touched:
-            recorder.write_summary(summary)
+            recorder.write_final_summary(summary)  # never raises: a full disk is said on stderr, naming the stale file
         if summary["status"] == "completed":
             reporter.final_panel(summary, run_dir)
         reporter.close()

@@ -1,8 +1,9 @@
 """Writing a run folder: metrics.csv, summary.json and checkpoints, never half-written.
 
 metrics.csv gets one row per epoch, appended and flushed to disk as it happens, so a killed run
-keeps every finished epoch. It holds only values that the seed determines (no wall-clock
-times), so two runs of the same seed on the same CPU give byte-identical files. summary.json and
+keeps every finished epoch. Every column but epoch_s (wall-clock seconds) is determined by the
+seed, the CPU and the thread count, so `diff` on the other columns tells whether two runs computed
+the same thing. summary.json and
 checkpoints are replaced atomically: written whole to a temporary file, fsynced, then renamed.
 
 A full disk (or quota, or file-size limit) never leaves a torn file: a row that does not fit is
@@ -131,9 +132,6 @@ class RunRecorder:
         if before == 0:
             fsync_folder(self.dir)
         self.rows += 1
-
-    def close(self) -> None:
-        """Release the folder (nothing to release yet)."""
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """Replace summary.json during the run; DiskFull where there is no room (the old one stays).

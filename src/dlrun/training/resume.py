@@ -68,10 +68,11 @@ def plan_resume(cfg: Any, run_dir: Path, overrides: list[str]) -> ResumePlan:
     plan = ResumePlan(literal_config(merged), summary.get("overrides", overrides), folder)  # saved values are data
     if summary.get("status") == "completed":
         done = summary.get("epochs_completed")
-        if resume != "auto" and type(done) is int and cfg.trainer.epochs > done and not summary.get("stopped_early_at"):
+        wanted = merged["trainer"]["epochs"]
+        if resume != "auto" and type(done) is int and wanted > done and not summary.get("stopped_early_at"):
             raise ResumeError(
                 f"resume={resume}: the run completed its {done} epochs, and a finished run is never changed; "
-                f"to train for {cfg.trainer.epochs}, start a new run"
+                f"to train for {wanted}, start a new run"
             )
         print(f"dlrun: {folder} already completed ({done} epochs); kept as it is", file=sys.stderr)
         plan.kept = summary
@@ -86,11 +87,19 @@ def plan_resume(cfg: Any, run_dir: Path, overrides: list[str]) -> ResumePlan:
 
 
 def read_summary(folder: Path) -> dict[str, Any]:
-    """summary.json of `folder`, or {} where it is missing or unreadable."""
+    """summary.json of `folder`, or {} where it is missing or unreadable; one of an unknown format is refused."""
+    from dlrun.analysis.runfolder import RUN_FOLDER_FORMAT
+
     try:
-        return json.loads((folder / "summary.json").read_text())
+        summary = json.loads((folder / "summary.json").read_text())
     except (OSError, ValueError):
         return {}
+    if not isinstance(summary, dict):
+        return {}
+    version = summary.get("format", 1)  # written before the format was versioned: format 1
+    if type(version) is not int or not 1 <= version <= RUN_FOLDER_FORMAT:
+        raise ResumeError(f"{folder}/summary.json is of run-folder format {version!r}; this dlrun reads format 1 to {RUN_FOLDER_FORMAT}")
+    return summary
 
 
 def saved_config(folder: Path) -> dict[str, Any]:
