@@ -7,7 +7,7 @@ import torch
 
 from dlrun.errors import DataError
 from dlrun.training.data import IDX_FILES, load_dataset
-from tests.helpers import SHARED_DATA, make_mnist, needs_shared_data
+from tests.helpers import QUICK, SHARED_DATA, make_mnist, needs_shared_data
 
 CPU = torch.device("cpu")
 
@@ -73,7 +73,7 @@ def test_truncated_file_is_refused_before_training(tmp_path, compress):
 
 
 def test_normalize_standardizes_with_training_statistics():
-    data = load_dataset("digits", root="unused", device=CPU, normalize=True)
+    data = load_dataset("digits", root="unused", device=CPU, test_fraction=0.2, normalize=True)
     assert abs(data.train.x.mean().item()) < 1e-4 and abs(data.train.x.std().item() - 1) < 1e-3
 
 
@@ -91,3 +91,39 @@ def test_real_fashion_mnist_files():
     data = load_dataset("fashion_mnist", root=SHARED_DATA, device=CPU, val_fraction=0.1)
     assert (len(data.train), len(data.val), len(data.test)) == (54000, 6000, 10000)
     assert torch.bincount(data.test.y).tolist() == [1000] * 10
+
+
+# ---------------------------------------------------------------------------------------------
+# Data that cannot train is refused in one line before the first step, naming what to change.
+
+
+@pytest.mark.parametrize(
+    ("name", "fractions", "expected"),
+    [
+        ("digits", {"test_fraction": 0.0}, "dataset.test_fraction=0 leaves the digits data set with no test images (1797 images"),
+        (
+            "digits",
+            {"test_fraction": 0.9999, "val_fraction": 0.0},
+            "dataset.test_fraction=0.9999 leaves the digits data set with no train",
+        ),
+        ("mnist", {"val_fraction": 0.99}, "dataset.val_fraction=0.99 leaves the mnist training set with no training images (50 images"),
+        ("mnist", {"val_fraction": 0.001}, "dataset.val_fraction=0.001 leaves the mnist training set with no validation images (50 images"),
+    ],
+    ids=["digits-no-test", "digits-no-train", "val-takes-all", "val-rounds-to-none"],
+)
+def test_a_split_left_without_images_names_the_key_and_the_sizes(tmp_path, name, fractions, expected):
+    root = make_mnist(tmp_path)  # 50 training images
+    with pytest.raises(DataError) as info:
+        load_dataset(name, root=root, device=CPU, **fractions)
+    assert str(info.value).startswith(expected) and "\n" not in str(info.value)
+
+
+def test_digits_without_a_test_split_stops_before_training(run_dlrun, capsys):
+    with pytest.raises(SystemExit) as info:
+        run_dlrun(*QUICK, "dataset.test_fraction=0")
+    out, err = capsys.readouterr()
+    assert info.value.code == 2 and "epoch 1/" not in out
+    assert err.strip() == (
+        "dlrun: error: dataset.test_fraction=0 leaves the digits data set with no test images (1797 images in all); "
+        "use a value in (0, 1), e.g. 0.2"
+    )

@@ -63,6 +63,7 @@ def load_digits_arrays(root: Path, download: bool, test_fraction: float, split_s
     y = torch.from_numpy(bunch.target).long()
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(split_seed))
     n_test = round(len(y) * test_fraction)
+    check_carved("dataset.test_fraction", test_fraction, len(y), n_test, "the digits data set", "test", typical=0.2)
     test, train = order[:n_test], order[n_test:]
     return x[train], y[train], x[test], y[test], [str(c) for c in bunch.target_names]
 
@@ -201,6 +202,24 @@ LOADERS = {
 }
 
 
+# ---------------------------------------------------------------------------------------------
+# Checks: every split, before the first step.
+
+
+def check_carved(key: str, fraction: float, total: int, taken: int, what: str, part: str, typical: float = 0.0) -> None:
+    """A split that `key` carves out of `total` images must leave training images, and must hold
+    images itself (a validation split may be empty when its fraction is 0). `typical` is the value
+    suggested where `key` is 0."""
+    if taken == 0 and (fraction > 0 or part == "test"):
+        lowest = f"at least {1 / total:.2g}"  # n * lowest >= 0.95, which rounds to one image or more
+        hint = f"use {lowest}" if part == "test" else f"use 0 for no {part} images, or {lowest}"
+        hint = f"use a value in (0, 1), e.g. {typical:g}" if fraction == 0 else hint
+        raise DataError(f"{key}={fraction:g} leaves {what} with no {part} images ({total} images in all); {hint}")
+    if taken == total:
+        most = math.floor((total - 1) / total * 1000) / 1000  # rounded down: n * most still leaves an image
+        raise DataError(f"{key}={fraction:g} leaves {what} with no training images ({total} images in all); use at most {most:g}")
+
+
 def _to_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Move to the device first (uint8 is a quarter of the bytes), then scale to [0, 1] in place."""
     x = images.to(device)
@@ -218,12 +237,17 @@ def load_dataset(
     normalize: bool = False,
     split_seed: int = 0,
 ) -> Data:
-    """Load `name` onto `device` as float tensors, with a seeded validation split of the training set."""
+    """Load `name` onto `device` as float tensors, with a seeded validation split of the training set.
+
+    A split left without images (a fraction too small or too large for the data) is a DataError
+    naming the key to change, before the first training step.
+    """
     if name not in LOADERS:
         raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(LOADERS)}")
     x_train, y_train, x_test, y_test, classes = LOADERS[name](Path(root).expanduser(), download, test_fraction, split_seed)
     order = torch.randperm(len(y_train), generator=torch.Generator().manual_seed(split_seed + 1))
     n_val = round(len(y_train) * val_fraction)
+    check_carved("dataset.val_fraction", val_fraction, len(y_train), n_val, f"the {name} training set", "validation")
     val_idx, train_idx = order[:n_val], order[n_val:]
     train = Split(_to_float(x_train[train_idx], device), y_train[train_idx].long().to(device))
     val = Split(_to_float(x_train[val_idx], device), y_train[val_idx].long().to(device)) if n_val else None
