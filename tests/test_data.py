@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -127,3 +132,42 @@ def test_digits_without_a_test_split_stops_before_training(run_dlrun, capsys):
         "dlrun: error: dataset.test_fraction=0 leaves the digits data set with no test images (1797 images in all); "
         "use a value in (0, 1), e.g. 0.2"
     )
+
+
+def _mount_read_only_tmpfs(folder: Path) -> Callable[[], None]:
+    """Mount an empty read-only tmpfs on `folder` (root on Linux only) and return its unmount."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    ms_rdonly = 1
+    if libc.mount(b"tmpfs", bytes(folder), b"tmpfs", ms_rdonly, b"size=1m") != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here ({os.strerror(ctypes.get_errno())})")
+    return lambda: libc.umount2(bytes(folder), 0)
+
+
+@pytest.mark.parametrize("where", ["DLRUN_CACHE-under-a-file", "DLRUN_CACHE-read-only", "home-cache-is-a-file", "no-home"])
+def test_an_unusable_cache_folder_says_to_set_DLRUN_CACHE(tmp_path, monkeypatch, where):
+    root = make_mnist(tmp_path / "data")
+    (tmp_path / "file.txt").write_text("not a folder")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    unmount = None
+    if where == "DLRUN_CACHE-under-a-file":
+        monkeypatch.setenv("DLRUN_CACHE", str(tmp_path / "file.txt" / "sub"))
+    elif where == "DLRUN_CACHE-read-only":
+        (tmp_path / "ro").mkdir()
+        unmount = _mount_read_only_tmpfs(tmp_path / "ro")
+        monkeypatch.setenv("DLRUN_CACHE", str(tmp_path / "ro" / "cache"))
+    else:
+        monkeypatch.delenv("DLRUN_CACHE")
+        home = tmp_path / ("home" if where == "home-cache-is-a-file" else "nohome")
+        if where == "home-cache-is-a-file":
+            home.mkdir()
+            (home / ".cache").write_text("not a folder")
+        monkeypatch.setenv("HOME", str(home))
+    try:
+        with pytest.raises(DataError) as info:
+            load_dataset("mnist", root=root, device=CPU)
+    finally:
+        if unmount:
+            unmount()
+    message = str(info.value)
+    assert message.endswith("; set DLRUN_CACHE to a writable folder") and "\n" not in message
+    assert not (tmp_path / "nohome").exists()  # a home folder that is missing is not made up

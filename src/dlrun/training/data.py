@@ -12,8 +12,10 @@ import gzip
 import hashlib
 import math
 import os
-import shutil
 import struct
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,21 +88,46 @@ def check_idx(path: Path) -> None:
         raise DataError(f"{path} is truncated or corrupt: {actual} bytes, its header says {expected}; replace it with the original")
 
 
+def cache_error(err: OSError) -> DataError:
+    reason = err.strerror or brief(err)
+    return DataError(f"cannot write the data cache {data_cache_dir()} ({reason}); set DLRUN_CACHE to a writable folder")
+
+
+@contextmanager
+def writing_cache() -> Iterator[None]:
+    """Turn a failure to write the data cache into one line that says how to move it."""
+    try:
+        yield
+    except OSError as err:
+        raise cache_error(err) from err
+
+
+def _gz_chunks(path: Path) -> Iterator[bytes]:
+    """The decompressed bytes of `path`, in chunks; a DataError naming it if it cannot be read."""
+    try:
+        with gzip.open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                yield chunk
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataError(f"{path} is truncated or corrupt ({brief(err)}); replace it with the original") from err
+
+
 def _extract_gz(raw: Path, target: Path) -> None:
     """Decompress the four .gz files of `raw` into `target` (atomically per file), checking each."""
-    target.mkdir(parents=True, exist_ok=True)
+    with writing_cache():
+        target.mkdir(parents=True, exist_ok=True)
     for name in IDX_FILES:
         out = target / name
         if out.is_file():
             continue
         tmp = target / f".{name}.{os.getpid()}.tmp"
         try:
-            with gzip.open(raw / f"{name}.gz", "rb") as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst)
+            with writing_cache(), open(tmp, "wb") as dst:
+                for chunk in _gz_chunks(raw / f"{name}.gz"):  # a DataError naming the .gz file, which writing_cache lets through
+                    dst.write(chunk)
             check_idx(tmp)
-            os.replace(tmp, out)
-        except (OSError, EOFError, gzip.BadGzipFile) as err:
-            raise DataError(f"{raw / (name + '.gz')} is truncated or corrupt ({brief(err)}); replace it with the original") from err
+            with writing_cache():
+                os.replace(tmp, out)
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -129,9 +156,13 @@ def _cached_tree(folder: str, raw: Path, *, extract: bool) -> Path:
     target = cache / folder / "raw"
     if extract:
         _extract_gz(raw, target)
-    elif not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.symlink_to(raw.resolve(), target_is_directory=True)
+    elif not (target.is_symlink() and target.resolve() == raw.resolve()):  # absent, dangling or pointing elsewhere
+        link = target.with_name(f".raw.{os.getpid()}.tmp")
+        with writing_cache():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            link.unlink(missing_ok=True)
+            link.symlink_to(raw.resolve(), target_is_directory=True)
+            os.replace(link, target)  # atomic: a process beside this one sees the old link or the new
     return cache
 
 
@@ -180,6 +211,8 @@ def load_cifar10_arrays(root: Path, download: bool, test_fraction: float, split_
     if not (root / tvd.CIFAR10.base_folder).is_dir() and (root / tvd.CIFAR10.filename).is_file():
         base = data_cache_dir() / hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16]
         if not (base / tvd.CIFAR10.base_folder).is_dir():
+            with writing_cache():
+                base.mkdir(parents=True, exist_ok=True)
             extract_archive(str(root / tvd.CIFAR10.filename), str(base))
     try:
         train = tvd.CIFAR10(str(base), train=True, download=download)
