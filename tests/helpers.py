@@ -66,3 +66,13 @@ def make_mnist(root: Path, folder: str = "MNIST", n_train: int = 50, n_test: int
         write_idx(raw / f"{prefix}-images-idx3-ubyte", images, compress)
         write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels, compress)
     return root
+
+
+def read_idx(path: Path) -> torch.Tensor:
+    """The array in an IDX file written by write_idx (compressed if its name ends in .gz)."""
+    import torch
+
+    data = path.read_bytes()
+    data = gzip.decompress(data) if path.suffix == ".gz" else data
+    dims = struct.unpack(f">{data[3]}I", data[4 : 4 + 4 * data[3]])
+    return torch.frombuffer(bytearray(data[4 + 4 * data[3] :]), dtype=torch.uint8).view(*dims)

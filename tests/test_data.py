@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ctypes
+import gzip
 import os
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import torch
 
 from dlrun.errors import DataError
 from dlrun.training.data import IDX_FILES, load_dataset
-from tests.helpers import QUICK, SHARED_DATA, make_mnist, needs_shared_data
+from tests.helpers import QUICK, SHARED_DATA, make_mnist, needs_shared_data, read_idx, write_idx
 
 CPU = torch.device("cpu")
 
@@ -132,6 +134,103 @@ def test_digits_without_a_test_split_stops_before_training(run_dlrun, capsys):
         "dlrun: error: dataset.test_fraction=0 leaves the digits data set with no test images (1797 images in all); "
         "use a value in (0, 1), e.g. 0.2"
     )
+
+
+def _rewrite(raw: Path, name: str, array: torch.Tensor, compress: bool) -> None:
+    (raw / name).unlink(missing_ok=True)
+    (raw / f"{name}.gz").unlink(missing_ok=True)
+    write_idx(raw / name, array, compress)
+
+
+def _rewrite_bytes(raw: Path, name: str, payload: bytes, compress: bool) -> None:
+    path = raw / (f"{name}.gz" if compress else name)
+    path.write_bytes(gzip.compress(payload) if compress else payload)
+
+
+def _swap(raw: Path, a: str, b: str, compress: bool) -> None:
+    a, b = (raw / (n + (".gz" if compress else "")) for n in (a, b))
+    a.rename(raw / "swap")
+    b.rename(a)
+    (raw / "swap").rename(b)
+
+
+def _original(raw: Path, name: str, compress: bool) -> torch.Tensor:
+    return read_idx(raw / (name + (".gz" if compress else "")))
+
+
+TRAIN_X, TRAIN_Y, TEST_X, TEST_Y = IDX_FILES
+BAD_FILES = {  # what is done to a good data set -> (the file the message must name, what it must say)
+    "counts-differ": (
+        lambda raw, gz: _rewrite(raw, TRAIN_Y, _original(raw, TRAIN_Y, gz)[:-1], gz),
+        TRAIN_Y,
+        f"holds 49 labels but {TRAIN_X}{{gz}} holds 50 images; replace them with the original files",
+    ),
+    "train-and-test-labels-swapped": (
+        lambda raw, gz: _swap(raw, TRAIN_Y, TEST_Y, gz),
+        TRAIN_Y,
+        f"holds 20 labels but {TRAIN_X}{{gz}} holds 50 images",
+    ),
+    "labels-file-holds-images": (
+        lambda raw, gz: _rewrite(raw, TRAIN_Y, _original(raw, TRAIN_X, gz), gz),
+        TRAIN_Y,
+        "3-D array (50 x 12 x 12)",
+    ),
+    "label-out-of-range": (
+        lambda raw, gz: _rewrite(raw, TEST_Y, torch.full((20,), 10, dtype=torch.uint8), gz),
+        TEST_Y,
+        "holds label 10, outside the 10 classes 0 to 9",
+    ),
+    "images-of-int16": (
+        lambda raw, gz: _rewrite_bytes(raw, TRAIN_X, bytes([0, 0, 0x0B, 3]) + struct.pack(">3I", 50, 12, 12) + bytes(50 * 144 * 2), gz),
+        TRAIN_X,
+        "holds 16-bit integer items",
+    ),
+    "images-without-rows": (
+        lambda raw, gz: _rewrite(raw, TRAIN_X, _original(raw, TRAIN_X, gz).view(50, 144), gz),
+        TRAIN_X,
+        "2-D array (50 x 144)",
+    ),
+    "test-images-of-another-size": (
+        lambda raw, gz: _rewrite(raw, TEST_X, _original(raw, TEST_X, gz)[:, :10, :10].contiguous(), gz),
+        TEST_X,
+        f"holds 1 x 10 x 10 images but {TRAIN_X}{{gz}} holds 1 x 12 x 12",
+    ),
+    "file-shorter-than-its-header": (
+        lambda raw, gz: _rewrite_bytes(raw, TRAIN_X, bytes([0, 0, 8, 3]) + struct.pack(">3I", 50, 12, 12) + bytes(100), gz),
+        TRAIN_X,
+        "is truncated or corrupt",
+    ),
+}
+
+
+@pytest.mark.parametrize("compress", [True, False], ids=["gz", "extracted"])
+@pytest.mark.parametrize("damage", list(BAD_FILES))
+def test_a_bad_data_file_is_named_in_one_line_before_training(tmp_path, damage, compress):
+    root = make_mnist(tmp_path / "data", compress=compress)
+    raw = root / "MNIST" / "raw"
+    spoil, victim, expected = BAD_FILES[damage]
+    spoil(raw, compress)
+    gz = ".gz" if compress else ""
+    with pytest.raises(DataError) as info:
+        load_dataset("mnist", root=root, device=CPU)
+    message = str(info.value)
+    assert message.startswith(f"{raw / victim}{gz} ")  # the user's file, not a copy in the cache
+    assert expected.format(gz=gz) in message and "\n" not in message
+
+
+@pytest.mark.parametrize("damage", ["truncated", "made-from-other-files"])
+def test_a_damaged_cache_copy_is_extracted_again(tmp_path, monkeypatch, damage):
+    monkeypatch.setenv("DLRUN_CACHE", str(tmp_path / "cache"))
+    root = make_mnist(tmp_path / "data")
+    first = load_dataset("mnist", root=root, device=CPU, val_fraction=0.0)
+    [copy] = (tmp_path / "cache").glob(f"*/MNIST/raw/{TRAIN_Y}")
+    if damage == "truncated":
+        copy.write_bytes(copy.read_bytes()[:-10])
+    else:  # the same size and header, other labels
+        write_idx(copy, (_original(root / "MNIST" / "raw", TRAIN_Y, True) + 1) % 10, compress=False)
+    again = load_dataset("mnist", root=root, device=CPU, val_fraction=0.0)
+    assert torch.equal(again.train.y, first.train.y)
+    assert copy.read_bytes() == gzip.decompress((root / "MNIST" / "raw" / f"{TRAIN_Y}.gz").read_bytes())
 
 
 def _mount_read_only_tmpfs(folder: Path) -> Callable[[], None]:
