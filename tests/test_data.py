@@ -1,11 +1,15 @@
-"""Datasets: the bundled digits, torchvision's MNIST class on generated and on real IDX files."""
+"""Datasets: the bundled digits, torchvision's MNIST and CIFAR-10 classes on generated and on real files,
+and the one-line errors for data that cannot train."""
 
 from __future__ import annotations
 
 import ctypes
 import gzip
 import os
+import shutil
 import struct
+import tarfile
+import urllib.error
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +18,7 @@ import torch
 
 from dlrun.errors import DataError
 from dlrun.training.data import IDX_FILES, load_dataset
-from tests.helpers import QUICK, SHARED_DATA, make_mnist, needs_shared_data, read_idx, write_idx
+from tests.helpers import QUICK, SHARED_DATA, make_cifar10, make_mnist, needs_shared_data, read_idx, write_idx
 
 CPU = torch.device("cpu")
 
@@ -270,3 +274,52 @@ def test_an_unusable_cache_folder_says_to_set_DLRUN_CACHE(tmp_path, monkeypatch,
     message = str(info.value)
     assert message.endswith("; set DLRUN_CACHE to a writable folder") and "\n" not in message
     assert not (tmp_path / "nohome").exists()  # a home folder that is missing is not made up
+
+
+@pytest.mark.parametrize("layout", ["folder", "archive"])
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        ([0, 1, 2, 3, 4, 5, 6, 7, 8, 9], None),
+        ([0, 1, -1, 3, 4, 5, 6, 7, 8, 9], "holds label -1, outside the 10 classes 0 to 9; replace it with the original file"),
+        ([3] * 9, "holds 9 labels for 10 images"),
+    ],
+    ids=["good", "negative-label", "counts-differ"],
+)
+def test_cifar10_batches_are_checked_like_the_idx_files(tmp_path, monkeypatch, layout, labels, expected):
+    import torchvision.datasets as tvd
+
+    root = tmp_path / "data"
+    for key, value in make_cifar10(root, n_test=10, test_labels=labels).items():
+        monkeypatch.setattr(tvd.CIFAR10, key, value)
+    where = root / "cifar-10-batches-py"
+    if layout == "archive":  # a read-only root holding the archive: it is extracted into the cache
+        with tarfile.open(root / "cifar-10-python.tar.gz", "w:gz") as tar:
+            tar.add(where, arcname=where.name)
+        shutil.rmtree(where)
+        where = root / "cifar-10-python.tar.gz"
+    if expected is None:
+        data = load_dataset("cifar10", root=root, device=CPU, val_fraction=0.0)
+        assert data.input_shape == (3, 32, 32) and (len(data.train), len(data.test)) == (20, 10)
+        assert data.test.y.tolist() == labels and data.classes[1] == "class1"
+        return
+    with pytest.raises(DataError) as info:
+        load_dataset("cifar10", root=root, device=CPU)
+    assert str(info.value).startswith(f"{where} (test batch) {expected}") and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("download", [True, False])
+def test_cifar10_that_is_missing_leaves_no_folder_and_offers_only_what_was_not_tried(tmp_path, monkeypatch, download):
+    import torchvision.datasets.cifar as cifar
+
+    def offline(url, download_root, *args, **kwargs):
+        os.makedirs(download_root, exist_ok=True)  # as torchvision does before it downloads
+        raise urllib.error.URLError("no network here")
+
+    monkeypatch.setattr(cifar, "download_and_extract_archive", offline)
+    with pytest.raises(DataError) as info:
+        load_dataset("cifar10", root=tmp_path / "new" / "data", device=CPU, download=download)
+    message = str(info.value)
+    assert ("dataset.download=true" in message) is not download and ("no network here" in message) is download
+    assert message.endswith("dataset=digits needs no files") and "\n" not in message
+    assert list(tmp_path.iterdir()) == []

@@ -14,7 +14,9 @@ import gzip
 import hashlib
 import math
 import os
+import shutil
 import struct
+import tarfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -230,6 +232,25 @@ def _cached_tree(folder: str, raw: Path, *, extract: bool) -> Path:
     return cache
 
 
+def folders_to_create(path: Path) -> list[Path]:
+    """`path` and those of its parents that do not exist yet, deepest first (what a download may create)."""
+    absent = []
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        absent.append(folder)
+    return absent
+
+
+def remove_if_empty(folders: list[Path]) -> None:
+    """Remove the folders (deepest first) that a failed download created and left empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty, or already gone: leave it and the ones above it
+            return
+
+
 def load_mnist_like(cls_name: str, folder: str, dataset: str):
     def load(root: Path, download: bool, test_fraction: float, split_seed: int):
         import torchvision.datasets as tvd
@@ -237,10 +258,12 @@ def load_mnist_like(cls_name: str, folder: str, dataset: str):
         cls = getattr(tvd, cls_name)
         found = locate_idx_files(folder, root)
         if found is None and download:
+            created = folders_to_create(root / folder / "raw")
             try:
                 cls(str(root), train=True, download=True)
                 cls(str(root), train=False, download=True)
             except Exception as err:  # network errors come in many types
+                remove_if_empty(created)
                 hint = _missing_hint(dataset, folder, root, offer_download=False)
                 raise DataError(f"dataset={dataset}: download into {root} failed ({brief(err)}); {hint}") from err
             found = locate_idx_files(folder, root)
@@ -277,26 +300,64 @@ def _missing_hint(dataset: str, folder: str, root: Path, offer_download: bool = 
     )
 
 
-def load_cifar10_arrays(root: Path, download: bool, test_fraction: float, split_seed: int):
-    import torchvision.datasets as tvd
+def _extract_cifar(archive: Path, base: Path, folder: str) -> None:
+    """Extract `archive` into base/<folder> through a temporary folder, so a copy there is whole."""
     from torchvision.datasets.utils import extract_archive
 
-    base, where = root, root / tvd.CIFAR10.base_folder
-    if not where.is_dir() and (root / tvd.CIFAR10.filename).is_file():
-        base, where = data_cache_dir() / hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16], root / tvd.CIFAR10.filename
-        if not (base / tvd.CIFAR10.base_folder).is_dir():
-            with writing_cache():
-                base.mkdir(parents=True, exist_ok=True)
-            extract_archive(str(root / tvd.CIFAR10.filename), str(base))
+    tmp = base / f".extract.{os.getpid()}.tmp"
+    with writing_cache():
+        base.mkdir(parents=True, exist_ok=True)
     try:
-        train = tvd.CIFAR10(str(base), train=True, download=download)
-        test = tvd.CIFAR10(str(base), train=False, download=download)
+        try:
+            extract_archive(str(archive), str(tmp))
+        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as err:
+            raise DataError(f"{archive} is truncated or corrupt ({brief(err)}); replace it with the original") from err
+        except OSError as err:
+            if err.filename is None or not str(err.filename).startswith(str(tmp)):
+                raise DataError(f"cannot read {archive} ({err.strerror or brief(err)})") from err
+            raise cache_error(err) from err
+        if not (tmp / folder).is_dir():
+            raise DataError(f"{archive} holds no {folder}/ folder; replace it with the original CIFAR-10 archive")
+        with writing_cache():
+            try:
+                os.replace(tmp / folder, base / folder)
+            except OSError:
+                if not (base / folder).is_dir():  # else a process beside this one extracted it first
+                    raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_cifar10_arrays(root: Path, download: bool, test_fraction: float, split_seed: int):
+    import torchvision.datasets as tvd
+
+    cls = tvd.CIFAR10
+    archive = root / cls.filename
+    base, where, extracted_now = root, root / cls.base_folder, False
+    if not where.is_dir() and archive.is_file():  # a read-only root works: the archive is extracted into the cache
+        base, where = data_cache_dir() / hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16], archive
+        if not (base / cls.base_folder).is_dir():
+            _extract_cifar(archive, base, cls.base_folder)
+            extracted_now = True
+    created = folders_to_create(root) if download else []
+    try:
+        train = cls(str(base), train=True, download=download)
+        test = cls(str(base), train=False, download=download)
     except Exception as err:
-        raise DataError(
-            f"dataset=cifar10: no usable CIFAR-10 under {root.resolve()} ({brief(err)}). Put "
-            f"{tvd.CIFAR10.filename} or its extracted {tvd.CIFAR10.base_folder}/ there, or add "
-            "dataset.download=true where the network is reachable; dataset=digits needs no files"
-        ) from err
+        remove_if_empty(created)
+        if where == archive and not extracted_now:  # the cache copy no longer matches: extract it again, once
+            with writing_cache():
+                shutil.rmtree(base / cls.base_folder)
+            return load_cifar10_arrays(root, download, test_fraction, split_seed)
+        places = f"put {cls.filename} or its extracted {cls.base_folder}/ in {root.resolve()}"
+        if download:
+            message = f"download into {root.resolve()} failed ({brief(err)}); {places} by hand"
+        elif where.exists():
+            damage = _cifar_damage(cls, base / cls.base_folder) or brief(err)
+            message = f"{where} is incomplete or corrupt ({damage}); replace it with the original"
+        else:
+            message = f"no CIFAR-10 under {root.resolve()}; {places}, or add dataset.download=true where the network is reachable"
+        raise DataError(f"dataset=cifar10: {message}; dataset=digits needs no files") from err
     as_tensor = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).contiguous()  # noqa: E731  (N, H, W, C) -> (N, C, H, W)
     sources = {
         "train": Source(f"{where} (training batches)", f"{where} (training batches)"),
@@ -304,6 +365,14 @@ def load_cifar10_arrays(root: Path, download: bool, test_fraction: float, split_
     }
     x_train, x_test = as_tensor(train.data), as_tensor(test.data)
     return x_train, torch.tensor(train.targets), x_test, torch.tensor(test.targets), list(train.classes), sources
+
+
+def _cifar_damage(cls, folder: Path) -> str:
+    """Which of CIFAR-10's files in `folder` are missing or fail their checksum, or '' if none."""
+    from torchvision.datasets.utils import check_integrity
+
+    bad = [name for name, md5 in [*cls.train_list, *cls.test_list] if not check_integrity(str(folder / name), md5)]
+    return f"{', '.join(bad)} missing or not matching {'its' if len(bad) == 1 else 'their'} checksum" if bad else ""
 
 
 LOADERS = {
