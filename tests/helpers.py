@@ -74,3 +74,45 @@ def train_epoch(model, optimizer, data, settings, generator, fast_path: str = "a
 
     step, _ = choose_step(model, model, optimizer, settings, fast_path, warn or (lambda message: None))
     return train_one_epoch(step, model, data, settings, generator)
+
+
+def read_idx(path: Path) -> torch.Tensor:
+    """The array in an IDX file written by write_idx (compressed if its name ends in .gz)."""
+    import torch
+
+    data = path.read_bytes()
+    data = gzip.decompress(data) if path.suffix == ".gz" else data
+    dims = struct.unpack(f">{data[3]}I", data[4 : 4 + 4 * data[3]])
+    return torch.frombuffer(bytearray(data[4 + 4 * data[3] :]), dtype=torch.uint8).view(*dims)
+
+
+def make_cifar10(root: Path, n_train: int = 20, n_test: int = 10, test_labels: list[int] | None = None) -> dict:
+    """A tiny CIFAR-10 under root/cifar-10-batches-py, in the original pickle format: 32x32 colour
+    images whose brightness encodes the label (test_labels, if given, may disagree with n_test).
+    Returns the file lists with their md5 sums, to patch onto torchvision's CIFAR10 class
+    (attributes train_list, test_list, meta) so it accepts them."""
+    import hashlib
+    import pickle
+
+    import torch
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    g = torch.Generator().manual_seed(0)
+
+    def write(name: str, entry: dict) -> list[str]:
+        (folder / name).write_bytes(pickle.dumps(entry))
+        return [name, hashlib.md5((folder / name).read_bytes()).hexdigest()]
+
+    def batch(name: str, n: int, labels: list[int] | None) -> list[str]:
+        labels = labels if labels is not None else torch.randint(0, 10, (n,), generator=g).tolist()
+        brightness = (torch.tensor((labels * n)[:n]) * 25).clamp(0, 255)  # n images, even where labels are not n
+        images = brightness.view(n, 1).expand(n, 3 * 32 * 32).to(torch.uint8)  # (N, C * H * W), as CIFAR stores them
+        return write(name, {"data": images.numpy(), "labels": labels})
+
+    meta = write("batches.meta", {"label_names": [f"class{i}" for i in range(10)]})
+    return {
+        "train_list": [batch("data_batch_1", n_train, None)],
+        "test_list": [batch("test_batch", n_test, test_labels)],
+        "meta": {"filename": meta[0], "key": "label_names", "md5": meta[1]},
+    }

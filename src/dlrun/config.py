@@ -21,7 +21,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from dlrun.errors import ConfigError
+from dlrun.errors import ConfigError, DataError
 
 # ---------------------------------------------------------------------------------------------
 # Schemas. Each group option's YAML names its schema in its defaults list
@@ -391,6 +391,19 @@ def check_combinations(cfg: DictConfig) -> None:
 
 
 def data_cache_dir() -> Path:
-    """Where datasets extracted from read-only .gz files are kept ($DLRUN_CACHE or ~/.cache/dlrun)."""
-    base = os.environ.get("DLRUN_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "dlrun")
-    return Path(base)
+    """Where datasets extracted from read-only .gz files are kept: $DLRUN_CACHE, else
+    $XDG_CACHE_HOME/dlrun, else ~/.cache/dlrun. A home folder that does not exist is an error, not
+    something to create."""
+    if os.environ.get("DLRUN_CACHE"):
+        return Path(os.environ["DLRUN_CACHE"])
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "dlrun"
+    try:
+        home = Path.home()
+    except RuntimeError as err:  # no HOME and no password entry
+        raise DataError("the data cache goes in ~/.cache/dlrun, but there is no home folder; set DLRUN_CACHE to a writable folder") from err
+    if not home.is_dir():
+        state = "is not a folder" if home.exists() else "does not exist"
+        where = f"the data cache goes in {home / '.cache' / 'dlrun'}, but the home folder {home} {state}"
+        raise DataError(f"{where}; set DLRUN_CACHE to a writable folder")
+    return home / ".cache" / "dlrun"
