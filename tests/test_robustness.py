@@ -235,7 +235,7 @@ FORGERIES = {
                            "the state of another kind of optimizer"),
     "short-rng": ("last.pt", lambda c: c["rng"].update(data=torch.zeros(3, dtype=torch.uint8)), "no valid data RNG state"),
     "no-rng": ("last.pt", lambda c: c.pop("rng"), "holds no RNG state"),
-    "other-config": ("last.pt", lambda c: c["config"]["optimizer"].update(lr=0.5), "belongs to another run: it was written with optimizer.lr"),
+    "other-config": ("last.pt", lambda c: c["config"]["optimizer"].update(lr=0.5), "belongs to another run"),
     "newer-version": ("last.pt", lambda c: c.update(version=99), "of version 99"),
     "best-of-another-model": ("best.pt", lambda c: c["model"].update({"1.weight": torch.zeros(5, 64)}), "best.pt is from another model"),
     "weights-not-tensors": ("last.pt", lambda c: c["model"].update({"1.bias": 3}), "holds no model weights"),
