@@ -229,6 +229,41 @@ def test_a_field_of_the_wrong_type_is_read_as_absent(runs, capsys, field, value,
     assert {k: rows["bad"][k] for k in expected} == expected
 
 
+def test_a_config_number_too_big_for_a_float(runs, capsys):
+    make_run(runs / "big", set={"optimizer.lr": 10**400})
+    for extra in (["--sort", "optimizer.lr"], ["--filter", "optimizer.lr>0"], ["--group-by", "seed"]):
+        code, out, err = compare.main([str(runs), "--format", "csv", *extra]), *capsys.readouterr()
+        assert code == 0 and err == "" and "good1" in out, (extra, err)
+
+
+def test_metrics_that_are_nan_or_inf_sort_last_and_print_as_nan_and_inf(runs, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    for name, value in (("nan", float("nan")), ("inf", float("inf"))):
+        folder = make_run(runs / name, test_acc=value, test_loss=value, wall_s=value)
+        summary = json.loads((folder / "summary.json").read_text())
+        summary["best"]["val/acc"] = value
+        (folder / "summary.json").write_text(json.dumps(summary))  # NaN and Infinity, as Python writes them
+    seen = compare_all_formats(capsys, runs)
+    order = [line.split()[0] for line in seen["table"][0].splitlines() if line.startswith(("good", "nan", "inf"))]
+    assert order == ["good1", "good2", "inf", "nan"]  # after every finite value, in run order
+    rows = {row["run"]: row for row in csv.DictReader(io.StringIO(seen["csv"][0]))}
+    assert list(rows) == ["good1", "good2", "inf", "nan"]
+    assert (rows["nan"]["val/acc"], rows["nan"]["test/loss"], rows["inf"]["time_s"]) == ("nan", "nan", "inf")
+    json_rows = {row["run"]: row for row in json.loads(seen["json"][0])}
+    assert (json_rows["nan"]["val/acc"], json_rows["inf"]["test/acc"], json_rows["inf"]["time_s"]) == ("nan", "inf", "inf")
+    table = {line.split()[0]: line.split() for line in seen["table"][0].splitlines() if line.startswith(("nan", "inf"))}
+    assert table["nan"][-4:] == ["nan", "nan", "nan", "nan"] and table["inf"][-4:] == ["inf", "inf", "inf", "inf"]
+    md = {line.split("|")[1].strip(): line for line in seen["md"][0].splitlines() if line.startswith("| nan") or line.startswith("| inf")}
+    assert "| nan | nan | nan | nan |" in md["nan"] and "| inf | inf | inf | inf |" in md["inf"]
+
+
+def test_a_group_with_a_nan_member(runs, capsys):
+    make_run(runs / "nan", set={"seed": 1}, test_acc=float("nan"))
+    make_run(runs / "inf", set={"seed": 2}, test_acc=float("inf"))
+    code, out, err = compare.main([str(runs), "--group-by", "seed", "--sort", "test/acc"]), *capsys.readouterr()
+    assert code == 0 and err == "" and "nan" in out
+
+
 # ---------------------------------------------------------------------------------------------
 # The format version.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from collections.abc import Sequence
 from typing import IO, Any
@@ -39,16 +40,18 @@ def duration(seconds: float) -> str:
 
 
 def human(key: str, value: Any) -> str:
-    """One cell as a person reads it: 97.31%, 0.0832, 2m 05s, [128,256], 97.31 ± 0.12%."""
+    """One cell as a person reads it: 97.31%, 0.0832, 2m 05s, [128,256], 97.31 ± 0.12%; nan, inf."""
     if value is None or value == "":
         return MISSING
     if isinstance(value, Stat):
-        if key == "time_s":  # how long a group took matters, not how much that varied
-            return duration(value.mean)
+        if key == "time_s" or not math.isfinite(value.mean):  # how long a group took matters, not how much that varied
+            return human(key, value.mean)
         mean, std = human(key, value.mean), ("" if value.std is None else human(key, value.std))
-        if key.endswith("/acc"):  # 97.31 ± 0.12%
+        if key.endswith("/acc") and mean.endswith("%"):  # 97.31 ± 0.12%
             return mean if not std else f"{mean[:-1]} ± {std}"
         return mean if not std else f"{mean} ± {std}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(_float(value)):
+        return text(value)  # nan, inf, -inf; and the text of a value that is not a number, whatever its key
     if key.endswith("/acc"):
         return f"{100 * value:.2f}%"
     if key.endswith("/loss"):
@@ -61,6 +64,14 @@ def human(key: str, value: Any) -> str:
         short = f"{value:g}"
         return short if float(short) == value else repr(value)
     return text(value)
+
+
+def _float(value: int | float) -> float:
+    """A number as a float; inf for an int past 1e308 (a config value can be one)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
 
 
 def epochs_cell(item: Run | Group) -> str:
@@ -138,9 +149,20 @@ def _csv_text(value: Any) -> str:
 
 
 def write_json(items: Sequence[Run | Group], keys: Sequence[str], out: IO[str]) -> None:
-    """A list of row objects; a group's metric is {"mean", "std", "n"}."""
-    json.dump([raw_row(item, keys) for item in items], out, indent=1, default=str)
+    """A list of row objects; a group's metric is {"mean", "std", "n"}. Valid JSON: nan and inf are the strings "nan", "inf"."""
+    json.dump([_json_value(raw_row(item, keys)) for item in items], out, indent=1, default=str, allow_nan=False)
     out.write("\n")
+
+
+def _json_value(value: Any) -> Any:
+    """`value` with every nan or inf float written as text ("nan", "inf", "-inf"), and every key as a string."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return text(value)
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else text(k): _json_value(v) for k, v in value.items()}
+    return value
 
 
 def write_md(items: Sequence[Run | Group], keys: Sequence[str], out: IO[str], *, metric: str, sort: str, title: str = "") -> None:
