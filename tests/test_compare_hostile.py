@@ -106,6 +106,19 @@ def test_a_metrics_csv_past_the_size_limit(runs, capsys):
     assert_skipped(capsys, runs, bad / "metrics.csv", "larger than 64 MiB")
 
 
+def test_the_plot_leaves_out_a_curve_it_cannot_read_and_draws_odd_ones(runs, capsys):
+    bad = make_run(runs / "bad")  # completed: the table needs summary.json only, the plot reads metrics.csv
+    (bad / "metrics.csv").write_bytes(b"epoch,val/acc\n1,\xff\n")
+    odd = make_run(runs / "odd", set={"optimizer.name": "$\\frac{$"})  # a legend label that is broken TeX to matplotlib
+    (odd / "metrics.csv").write_text("epoch,val/acc\nnan,0.1\ninf,nan\n1e300,inf\n-inf,0.5\n")
+    target = runs / "curves.png"
+    with time_limit(20):
+        code = compare.main([str(runs), "--plot", str(target)])
+    out, err = capsys.readouterr()
+    assert code == 0 and target.is_file() and "bad" in out
+    assert f"skipped: {bad / 'metrics.csv'}: not UTF-8 text" in err and "for 3 of 4 runs" in err
+
+
 # ---------------------------------------------------------------------------------------------
 # summary.json: unreadable as a whole.
 

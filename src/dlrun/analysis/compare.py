@@ -149,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         from dlrun.analysis.curves import plot_runs
 
         heading = report.title(runs, total, args.filter) + (", runs of a group in shades of one colour" if by else "")
-        drawn = plot_runs(shown, metric, args.plot, differing_keys(shown), title=heading, groups=items if by else None)
+        plot_notes: list[str] = []
+        drawn = plot_runs(shown, metric, args.plot, differing_keys(shown), title=heading, groups=items if by else None, notes=plot_notes)
+        for note in plot_notes:
+            print(note, file=sys.stderr)
         print(f"wrote {args.plot}: {metric} per epoch for {drawn} of {len(shown)} runs", file=sys.stderr)
     return 0

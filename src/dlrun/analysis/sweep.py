@@ -59,6 +59,9 @@ def summarize_sweep(sweep_dir: Path | str, console: Console | None = None) -> di
         report.write_md(items, columns, md, metric=metric, sort=metric, title=heading)
         md.write("\n")
     paths["md"].write_text(md.getvalue() + caption + "\n", encoding="utf-8")
-    plot_runs(jobs, metric, paths["png"], keys, title=title, groups=groups)
+    plot_notes: list[str] = []
+    plot_runs(jobs, metric, paths["png"], keys, title=title, groups=groups, notes=plot_notes)
+    for note in plot_notes:
+        print(note, file=sys.stderr)
     console.print(f"sweep summary: {paths['csv']}, {paths['md'].name}, {paths['png'].name}", markup=False, soft_wrap=True)
     return paths
