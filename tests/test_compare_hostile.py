@@ -277,6 +277,20 @@ def test_a_group_with_a_nan_member(runs, capsys):
     assert code == 0 and err == "" and "nan" in out
 
 
+def test_text_that_would_break_a_line_or_drive_the_terminal(runs, capsys):
+    """A newline or an escape in a folder name or a string field, a lone surrogate from JSON, a name that is not UTF-8."""
+    make_run(runs / "new\nline")
+    make_run(Path(os.fsdecode(os.fsencode(runs) + b"/\xffname")))
+    bad = make_run(runs / "bad")
+    summary = json.loads((bad / "summary.json").read_text())
+    (bad / "summary.json").write_text(json.dumps(summary | {"status": "\ud800\x1b[31m", "error": "two\nlines"}))
+    seen = compare_all_formats(capsys, runs)
+    for fmt in ("table", "md"):
+        out = seen[fmt][0]
+        assert "\x1b" not in out and "new\\nline" in out and "\\udcffname" in out and "\\ud800\\x1b[31m" in out, out
+    assert "bad \\ud800\\x1b[31m: two\\nlines" in seen["table"][0]
+
+
 # ---------------------------------------------------------------------------------------------
 # The format version.
 

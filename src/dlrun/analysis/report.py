@@ -28,7 +28,13 @@ MISSING = "—"
 
 def header(key: str) -> str:
     """`optimizer.name` -> `optimizer`: a group's choice is named after the group, as on the command line."""
-    return HEADERS.get(key, key[: -len(".name")] if key.endswith(".name") else key)
+    return printable(HEADERS.get(key, key[: -len(".name")] if key.endswith(".name") else key))
+
+
+def printable(text_: str) -> str:
+    """`text_` with every control character (a newline, an escape that would drive the terminal) and lone
+    surrogate written as a Python escape: a cell or a note stays one line, and a folder cannot colour the terminal."""
+    return text_ if text_.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text_)
 
 
 def duration(seconds: float) -> str:
@@ -51,7 +57,7 @@ def human(key: str, value: Any) -> str:
             return mean if not std else f"{mean[:-1]} ± {std}"
         return mean if not std else f"{mean} ± {std}"
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(_float(value)):
-        return text(value)  # nan, inf, -inf; and the text of a value that is not a number, whatever its key
+        return printable(text(value))  # nan, inf, -inf; and the text of a value that is not a number, whatever its key
     if key.endswith("/acc"):
         return f"{100 * value:.2f}%"
     if key.endswith("/loss"):
@@ -63,7 +69,7 @@ def human(key: str, value: Any) -> str:
     if isinstance(value, float):  # 1e-05, 0.001, 1e+12; more digits only where 6 would merge two values
         short = f"{value:g}"
         return short if float(short) == value else repr(value)
-    return text(value)
+    return printable(text(value))
 
 
 def _float(value: int | float) -> float:
@@ -180,7 +186,7 @@ def write_md(items: Sequence[Run | Group], keys: Sequence[str], out: IO[str], *,
 def errors(items: Sequence[Run | Group]) -> list[str]:
     """'run 3 failed: RuntimeError: ...' for every run that stopped with an error."""
     runs = [r for item in items for r in (item.runs if isinstance(item, Group) else [item])]
-    return [f"{r.id} {r.status}: {r.error}" for r in runs if r.error]
+    return [printable(f"{r.id} {r.status}: {r.error}") for r in runs if r.error]
 
 
 def title(runs: Sequence[Run], total: int, filters: Sequence[str] = (), by: Sequence[str] = ()) -> str:
@@ -193,7 +199,7 @@ def title(runs: Sequence[Run], total: int, filters: Sequence[str] = (), by: Sequ
         text_ += f" (of {total}; {' and '.join(filters)})"
     if by:
         text_ += f", mean ± std over {', '.join(header(b) for b in by)}"
-    return text_
+    return printable(text_)
 
 
 def caption(runs: Sequence[Run], sort: str, reverse: bool = False) -> str:
@@ -202,4 +208,4 @@ def caption(runs: Sequence[Run], sort: str, reverse: bool = False) -> str:
     order = f"sorted by {header(sort)}, {'highest' if best_first else 'lowest'} first"
     shared = [k for k in runs[0].config if k.endswith(".name") and len({text(r.config.get(k)) for r in runs}) == 1]
     same = " ".join(f"{header(k)}={text(runs[0].config[k])}" for k in shared)
-    return order + (f"; same in every run: {same}" if same else "")
+    return printable(order + (f"; same in every run: {same}" if same else ""))
