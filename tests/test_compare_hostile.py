@@ -291,6 +291,12 @@ def test_text_that_would_break_a_line_or_drive_the_terminal(runs, capsys):
     assert "bad \\ud800\\x1b[31m: two\\nlines" in seen["table"][0]
 
 
+def test_a_folder_named_with_a_digit_that_is_no_decimal(runs, capsys):
+    make_run(runs / "²")  # str.isdigit() is true for it, and int() fails
+    out = compare_all_formats(capsys, runs)["csv"][0]
+    assert "²" in out
+
+
 # ---------------------------------------------------------------------------------------------
 # The format version.
 
