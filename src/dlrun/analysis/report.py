@@ -50,10 +50,12 @@ def human(key: str, value: Any) -> str:
     if value is None or value == "":
         return MISSING
     if isinstance(value, Stat):
-        if key == "time_s" or not math.isfinite(value.mean):  # how long a group took matters, not how much that varied
+        if key == "time_s":  # how long a group took matters, not how much that varied
+            return human(key, value.mean)
+        if not math.isfinite(value.mean):  # nan or inf: a ± would say nothing more
             return human(key, value.mean)
         mean, std = human(key, value.mean), ("" if value.std is None else human(key, value.std))
-        if key.endswith("/acc") and mean.endswith("%"):  # 97.31 ± 0.12%
+        if key.endswith("/acc"):  # 97.31 ± 0.12%
             return mean if not std else f"{mean[:-1]} ± {std}"
         return mean if not std else f"{mean} ± {std}"
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(_float(value)):
