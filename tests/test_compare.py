@@ -277,7 +277,7 @@ def test_a_missing_path_is_a_one_line_error(tmp_path, capsys):
 def test_a_corrupt_summary_is_skipped_with_a_note(lr_sweep, capsys):
     (lr_sweep / "0" / "summary.json").write_text("{not json")
     code, out, err = run_compare(capsys, lr_sweep, "--format", "csv")
-    assert code == 0 and len(out.splitlines()) == 1 + 5 and "summary.json is not valid JSON" in err
+    assert code == 0 and len(out.splitlines()) == 1 + 5 and "summary.json: not valid JSON" in err
 
 
 def test_config_from_hydra_yaml_when_summary_lacks_it(tmp_path):

@@ -9,6 +9,7 @@ in a fraction of a second.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 
@@ -98,13 +99,15 @@ def fail(message: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if isinstance(sys.stdout, io.TextIOWrapper):  # a name or JSON string that is not valid Unicode prints escaped, not as a traceback
+        sys.stdout.reconfigure(errors="backslashreplace")
     notes: list[str] = []
     try:
         runs = find_runs(args.paths, notes)
     except FileNotFoundError as err:
         return fail(str(err))
     for note in notes:
-        print(note, file=sys.stderr)
+        print(report.printable(note), file=sys.stderr)
     if not runs:
         print("dlrun compare: no runs found", file=sys.stderr)
         return 1
@@ -149,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         from dlrun.analysis.curves import plot_runs
 
         heading = report.title(runs, total, args.filter) + (", runs of a group in shades of one colour" if by else "")
-        drawn = plot_runs(shown, metric, args.plot, differing_keys(shown), title=heading, groups=items if by else None)
+        plot_notes: list[str] = []
+        drawn = plot_runs(shown, metric, args.plot, differing_keys(shown), title=heading, groups=items if by else None, notes=plot_notes)
+        for note in plot_notes:
+            print(report.printable(note), file=sys.stderr)
         print(f"wrote {args.plot}: {metric} per epoch for {drawn} of {len(shown)} runs", file=sys.stderr)
     return 0

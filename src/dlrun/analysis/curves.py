@@ -6,12 +6,14 @@ matplotlib is imported inside the function with the Agg backend: no display is n
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 from dlrun.analysis.query import Group
 from dlrun.analysis.report import header, human
 from dlrun.analysis.runfolder import Run
+from dlrun.errors import RunFolderError
 
 MAX_LEGEND = 30  # entries; beyond that a legend hides the plot
 
@@ -19,17 +21,30 @@ MAX_LEGEND = 30  # entries; beyond that a legend hides the plot
 def label(run: Run, keys: Sequence[str]) -> str:
     """'optimizer=sgd seed=0': the run's values of the keys that differ (its id when none do)."""
     text = " ".join(f"{header(k)}={human(k, run.get(k))}" for k in keys) or run.id
-    return text if run.status == "completed" else f"{text} [{run.status}]"
+    return plain(text if run.status == "completed" else f"{text} [{run.status}]")
+
+
+def plain(text: str) -> str:
+    """`text` as matplotlib prints it as is: a `$` would otherwise start TeX math, and fail the plot when it does not parse."""
+    return text.replace("$", r"\$")
 
 
 def plot_runs(
-    runs: Sequence[Run], metric: str, path: str | Path, keys: Sequence[str], *, title: str = "", groups: Sequence[Group] | None = None
+    runs: Sequence[Run],
+    metric: str,
+    path: str | Path,
+    keys: Sequence[str],
+    *,
+    title: str = "",
+    groups: Sequence[Group] | None = None,
+    notes: list[str] | None = None,
 ) -> int:
     """`metric` per epoch for every run, overlaid, to an image file; return how many runs had the metric.
 
     Each run is a line labelled by its values of `keys`; runs that did not complete are dashed.
     With `groups` (runs that differ only by seed, say), a group's runs are shades of one colour
-    and sit together in the legend.
+    and sit together in the legend. A run whose metrics.csv cannot be read is left out, with a
+    line in `notes` (when given).
     """
     import matplotlib
 
@@ -52,12 +67,17 @@ def plot_runs(
     for f, family in enumerate(families):
         members = [run for run in family if id(run) in shown]
         for k, run in enumerate(members):
-            rows = [r for r in run.rows() if metric in r]
+            try:
+                rows = [r for r in run.rows() if metric in r]
+            except RunFolderError as err:
+                if notes is not None:
+                    notes.append(f"skipped: {err}")
+                continue
             if not rows:
                 continue
             lighten = 0.6 * k / max(len(members) - 1, 1)  # 0 for the first run of a family, up to 0.6 towards white
             colour = tuple(c + (1 - c) * lighten for c in to_rgb(palette[f % len(palette)]))
-            epochs = [r.get("epoch", i + 1) for i, r in enumerate(rows)]
+            epochs = [r["epoch"] if math.isfinite(r.get("epoch", math.nan)) else i + 1 for i, r in enumerate(rows)]
             ax.plot(
                 epochs,
                 [r[metric] for r in rows],
@@ -78,7 +98,7 @@ def plot_runs(
     if metric.endswith("/acc"):
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.grid(alpha=0.3)
-    heading = (title + "\n" if title else "") + f"{metric} per epoch"
+    heading = plain(title + "\n" if title else "") + f"{metric} per epoch"
     if 0 < drawn <= MAX_LEGEND:
         fig.legend(loc="outside lower center" if below else "outside right upper", ncols=columns if below else 1, fontsize=8, frameon=False)
     elif drawn:

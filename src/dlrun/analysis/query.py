@@ -98,13 +98,12 @@ def parse_condition(condition: str) -> tuple[str, str, str]:
 
 
 def number(value: Any) -> float | None:
+    """A value as a float (nan and inf included), from a number or its text; None for anything else."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
     try:
         return float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int past 1e308
         return None
 
 
@@ -156,9 +155,16 @@ class Stat:
 
 
 def stat(values: Sequence[float]) -> Stat | None:
+    """None for no values. A nan or inf among them makes the mean nan or inf, and the std nan."""
     if not values:
         return None
-    return Stat(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None, len(values))
+    n = len(values)
+    if all(map(math.isfinite, values)):
+        try:
+            return Stat(statistics.fmean(values), statistics.stdev(values) if n > 1 else None, n)
+        except OverflowError:  # values near 1e308, whose sum overflows
+            pass
+    return Stat(sum(values) / n, math.nan if n > 1 else None, n)
 
 
 @dataclass
@@ -206,18 +212,22 @@ def group_runs(runs: Sequence[Run], keys: Sequence[str], by: Sequence[str]) -> t
 
 
 def sort_items(items: Sequence[Any], key: str, reverse: bool = False) -> list[Any]:
-    """Runs or groups ordered by `key` (best first for accuracies); those without a value go last."""
+    """Runs or groups ordered by `key` (best first for accuracies); then those whose value is nan or
+    inf, then those without a value, each in run order."""
 
-    def value(item: Any) -> tuple:
+    def value(item: Any) -> Any:
         v = item.get(key)
-        v = v.mean if isinstance(v, Stat) else v
-        n = number(v)
-        return (0, n, "") if n is not None else (1, 0, text(v))
+        return v.mean if isinstance(v, Stat) else v
+
+    def rank(item: Any) -> tuple:
+        n = number(value(item))
+        return (0, n, "") if n is not None else (1, 0, text(value(item)))
 
     ordered = sorted(items, key=lambda item: natural_key(item.id))
-    present = [i for i in ordered if item_has(i, key)]
     missing = [i for i in ordered if not item_has(i, key)]
-    return sorted(present, key=value, reverse=higher_is_better(key) != reverse) + missing
+    odd = [i for i in ordered if item_has(i, key) and not math.isfinite(number(value(i)) or 0)]
+    present = [i for i in ordered if item_has(i, key) and math.isfinite(number(value(i)) or 0)]
+    return sorted(present, key=rank, reverse=higher_is_better(key) != reverse) + odd + missing
 
 
 def item_has(item: Any, key: str) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from collections.abc import Sequence
 from typing import IO, Any
@@ -27,7 +28,13 @@ MISSING = "—"
 
 def header(key: str) -> str:
     """`optimizer.name` -> `optimizer`: a group's choice is named after the group, as on the command line."""
-    return HEADERS.get(key, key[: -len(".name")] if key.endswith(".name") else key)
+    return printable(HEADERS.get(key, key[: -len(".name")] if key.endswith(".name") else key))
+
+
+def printable(text_: str) -> str:
+    """`text_` with every control character (a newline, an escape that would drive the terminal) and lone
+    surrogate written as a Python escape: a cell or a note stays one line, and a folder cannot colour the terminal."""
+    return text_ if text_.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text_)
 
 
 def duration(seconds: float) -> str:
@@ -39,16 +46,20 @@ def duration(seconds: float) -> str:
 
 
 def human(key: str, value: Any) -> str:
-    """One cell as a person reads it: 97.31%, 0.0832, 2m 05s, [128,256], 97.31 ± 0.12%."""
+    """One cell as a person reads it: 97.31%, 0.0832, 2m 05s, [128,256], 97.31 ± 0.12%; nan, inf."""
     if value is None or value == "":
         return MISSING
     if isinstance(value, Stat):
         if key == "time_s":  # how long a group took matters, not how much that varied
-            return duration(value.mean)
+            return human(key, value.mean)
+        if not math.isfinite(value.mean):  # nan or inf: a ± would say nothing more
+            return human(key, value.mean)
         mean, std = human(key, value.mean), ("" if value.std is None else human(key, value.std))
         if key.endswith("/acc"):  # 97.31 ± 0.12%
             return mean if not std else f"{mean[:-1]} ± {std}"
         return mean if not std else f"{mean} ± {std}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(_float(value)):
+        return printable(text(value))  # nan, inf, -inf; and the text of a value that is not a number, whatever its key
     if key.endswith("/acc"):
         return f"{100 * value:.2f}%"
     if key.endswith("/loss"):
@@ -60,7 +71,15 @@ def human(key: str, value: Any) -> str:
     if isinstance(value, float):  # 1e-05, 0.001, 1e+12; more digits only where 6 would merge two values
         short = f"{value:g}"
         return short if float(short) == value else repr(value)
-    return text(value)
+    return printable(text(value))
+
+
+def _float(value: int | float) -> float:
+    """A number as a float; inf for an int past 1e308 (a config value can be one)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
 
 
 def epochs_cell(item: Run | Group) -> str:
@@ -138,9 +157,20 @@ def _csv_text(value: Any) -> str:
 
 
 def write_json(items: Sequence[Run | Group], keys: Sequence[str], out: IO[str]) -> None:
-    """A list of row objects; a group's metric is {"mean", "std", "n"}."""
-    json.dump([raw_row(item, keys) for item in items], out, indent=1, default=str)
+    """A list of row objects; a group's metric is {"mean", "std", "n"}. Valid JSON: nan and inf are the strings "nan", "inf"."""
+    json.dump([_json_value(raw_row(item, keys)) for item in items], out, indent=1, default=str, allow_nan=False)
     out.write("\n")
+
+
+def _json_value(value: Any) -> Any:
+    """`value` with every nan or inf float written as text ("nan", "inf", "-inf"), and every key as a string."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return text(value)
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else text(k): _json_value(v) for k, v in value.items()}
+    return value
 
 
 def write_md(items: Sequence[Run | Group], keys: Sequence[str], out: IO[str], *, metric: str, sort: str, title: str = "") -> None:
@@ -158,7 +188,7 @@ def write_md(items: Sequence[Run | Group], keys: Sequence[str], out: IO[str], *,
 def errors(items: Sequence[Run | Group]) -> list[str]:
     """'run 3 failed: RuntimeError: ...' for every run that stopped with an error."""
     runs = [r for item in items for r in (item.runs if isinstance(item, Group) else [item])]
-    return [f"{r.id} {r.status}: {r.error}" for r in runs if r.error]
+    return [printable(f"{r.id} {r.status}: {r.error}") for r in runs if r.error]
 
 
 def title(runs: Sequence[Run], total: int, filters: Sequence[str] = (), by: Sequence[str] = ()) -> str:
@@ -171,7 +201,7 @@ def title(runs: Sequence[Run], total: int, filters: Sequence[str] = (), by: Sequ
         text_ += f" (of {total}; {' and '.join(filters)})"
     if by:
         text_ += f", mean ± std over {', '.join(header(b) for b in by)}"
-    return text_
+    return printable(text_)
 
 
 def caption(runs: Sequence[Run], sort: str, reverse: bool = False) -> str:
@@ -180,4 +210,4 @@ def caption(runs: Sequence[Run], sort: str, reverse: bool = False) -> str:
     order = f"sorted by {header(sort)}, {'highest' if best_first else 'lowest'} first"
     shared = [k for k in runs[0].config if k.endswith(".name") and len({text(r.config.get(k)) for r in runs}) == 1]
     same = " ".join(f"{header(k)}={text(runs[0].config[k])}" for k in shared)
-    return order + (f"; same in every run: {same}" if same else "")
+    return printable(order + (f"; same in every run: {same}" if same else ""))

@@ -4,11 +4,17 @@ A run folder describes itself (see DESIGN.md): summary.json carries the status, 
 the task overrides and the best/test metrics; metrics.csv has one row per finished epoch. This
 module reads those files and nothing else — no torch, no Hydra — so comparing a thousand runs
 takes a fraction of a second. YAML is read only for folders whose summary.json lacks the config.
+
+No folder is trusted: a file is read only when it is a regular file under a size limit, its
+values only up to a nesting depth, and every field is checked for its type. A file that cannot be
+read that way raises RunFolderError (`PATH: why`, one line), which skips the folder; a field of
+the wrong type is read as absent, as if the file lacked it.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -16,7 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dlrun.analysis.files import MAX_DEPTH, check_nesting, check_yaml_nodes, read_regular_file
 from dlrun.errors import RunFolderError
+
+RUN_FOLDER_FORMAT = 1  # the run-folder format this dlrun reads: summary.json's "format" (absent: 1, from before it was written)
+
+# Limits on what a folder may hold: far above what dlrun writes, far below what would hurt.
+SUMMARY_LIMIT = 4 << 20  # bytes of summary.json (dlrun writes a few KiB)
+METRICS_LIMIT = 64 << 20  # bytes of metrics.csv (about 100 bytes an epoch)
+YAML_LIMIT = 1 << 20  # bytes of a .hydra/*.yaml file (a few KiB)
 
 # Keys a run answers besides its config and overrides. The metrics are those of the epoch with the
 # best val/acc (the weights a run keeps and tests), except train/* (the last epoch) and time_s.
@@ -102,35 +116,138 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
     return parsed
 
 
-def read_metrics(path: Path) -> list[dict[str, float]]:
-    """metrics.csv rows, numbers as floats; [] when the file is missing. A torn last line is dropped."""
-    rows = []
+# ---------------------------------------------------------------------------------------------
+# The files of a run folder.
+
+
+def _kind(value: Any) -> str:
+    names = {list: "a list", str: "a string", bool: "true or false", int: "a number", float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def read_summary(folder: Path) -> dict[str, Any]:
+    """summary.json of a run folder, checked to be a JSON object of a format this dlrun reads; {} when missing.
+
+    Raises RunFolderError (`PATH: why`, one line) when it is not a regular file, larger than
+    SUMMARY_LIMIT, not valid JSON, nested too deeply, not an object, or of an unknown format
+    ("format" absent means 1). The values inside are not checked: a reader checks the fields it uses.
+    """
+    path = Path(folder) / "summary.json"
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                if None in row.values():  # fewer fields than the header: a line cut short
-                    break
-                values = {}
-                for key, value in row.items():
-                    try:
-                        values[key] = float(value)
-                    except (TypeError, ValueError):  # an empty or non-numeric cell, or extra fields (key None)
-                        pass
-                rows.append(values)
+        data = read_regular_file(path, SUMMARY_LIMIT)
     except FileNotFoundError:
-        pass
+        return {}
+    try:
+        summary = json.loads(data)  # NaN and Infinity are read: dlrun writes them for a diverged run
+    except json.JSONDecodeError as err:
+        raise RunFolderError(f"{path}: not valid JSON ({err})") from None
+    except UnicodeDecodeError as err:
+        raise RunFolderError(f"{path}: not valid JSON (not UTF-8 at byte {err.start})") from None
+    except RecursionError:
+        raise RunFolderError(f"{path}: nested more than {MAX_DEPTH} levels deep") from None
+    except ValueError as err:  # an integer of more digits than Python converts (sys.get_int_max_str_digits())
+        raise RunFolderError(f"{path}: not readable JSON ({str(err).split(';')[0]})") from None
+    if not isinstance(summary, dict):
+        raise RunFolderError(f"{path}: holds {_kind(summary)}, not a JSON object")
+    if data.count(b"[") + data.count(b"{") > MAX_DEPTH:  # else it cannot nest that deep: no need to walk it
+        check_nesting(summary, path)
+    version = summary.get("format", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise RunFolderError(f"{path}: format {version!r} is not a run-folder format version")
+    if version > RUN_FOLDER_FORMAT:
+        raise RunFolderError(f"{path}: written by a newer dlrun (format {version}); this dlrun reads format {RUN_FOLDER_FORMAT}")
+    return summary
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file (Hydra's .hydra/config.yaml, overrides.yaml) as plain values, read safely.
+
+    Safe tags only (no Python objects), at most YAML_LIMIT bytes, MAX_DEPTH levels and
+    MAX_YAML_VALUES values with aliases expanded, so that a "billion laughs" file is refused in
+    milliseconds. Raises FileNotFoundError when missing, RunFolderError (`PATH: why`) otherwise.
+    """
+    data = read_regular_file(path, YAML_LIMIT)
+    import yaml  # only for folders whose summary.json lacks what we need
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(data)
+    try:
+        node = loader.get_single_node()  # a graph: an alias is the node it names, not a copy
+        if node is None:
+            return None
+        check_yaml_nodes(node, path)
+        return loader.construct_document(node)
+    except yaml.YAMLError as err:
+        raise RunFolderError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    except RecursionError:
+        raise RunFolderError(f"{path}: nested more than {MAX_DEPTH} levels deep") from None
+    except (ValueError, TypeError) as err:  # an integer past Python's digit limit; a merge key (<<) of the wrong kind
+        raise RunFolderError(f"{path}: not readable YAML ({str(err).split(';')[0]})") from None
+    finally:
+        loader.dispose()
+
+
+def read_metrics(path: Path) -> list[dict[str, float]]:
+    """metrics.csv rows, numbers as floats (nan and inf too); [] when the file is missing. A torn last line is dropped.
+
+    A cell that is not a number is left out of its row. Raises RunFolderError when the file is not
+    a regular file, larger than METRICS_LIMIT, not UTF-8, or not CSV (a field past csv's limit).
+    """
+    try:
+        data = read_regular_file(path, METRICS_LIMIT)
+    except FileNotFoundError:
+        return []
+    try:
+        text_ = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise RunFolderError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    rows = []
+    reader = csv.DictReader(io.StringIO(text_, newline=""))
+    try:
+        for row in reader:
+            if None in row.values():  # fewer fields than the header: a line cut short
+                break
+            values = {}
+            for key, value in row.items():
+                try:
+                    values[key] = float(value)
+                except (TypeError, ValueError):  # an empty or non-numeric cell, or extra fields (key None)
+                    pass
+            rows.append(values)
+    except csv.Error as err:
+        raise RunFolderError(f"{path}: line {reader.line_num + 1}: {err}") from None
     return rows
 
 
-def _read_yaml(path: Path) -> Any:
-    import yaml  # only for folders whose summary.json lacks what we need
+# ---------------------------------------------------------------------------------------------
+# Fields: a value of the wrong type is read as absent.
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+def _number(value: Any) -> int | float | None:
+    """A JSON number (nan and inf included) as it is; None for anything else, and for an int past a float's range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
     try:
-        with open(path, encoding="utf-8") as f:
-            return yaml.load(f, Loader=loader)
-    except yaml.YAMLError as err:
-        raise RunFolderError(f"{path} is not valid YAML ({str(err).splitlines()[0]})") from None
+        float(value)
+    except OverflowError:
+        return None
+    return value
+
+
+def _count(value: Any) -> int | None:
+    """An int >= 0 that a float holds exactly (epochs, parameters); None for anything else."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 2**53 else None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _str(value: Any, default: str = "") -> str:
+    return value if isinstance(value, str) else default
+
+
+def _strings(value: Any) -> list[str] | None:
+    return value if isinstance(value, list) and all(isinstance(v, str) for v in value) else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,7 +257,12 @@ def _read_yaml(path: Path) -> Any:
 def is_run_dir(path: Path, names: Iterable[str] | None = None) -> bool:
     """A folder holding summary.json, or .hydra/config.yaml beside metrics.csv."""
     names = set(os.listdir(path) if names is None else names)
-    return "summary.json" in names or ("metrics.csv" in names and (path / ".hydra" / "config.yaml").is_file())
+    if "summary.json" in names:
+        return True
+    try:
+        return "metrics.csv" in names and (path / ".hydra" / "config.yaml").is_file()
+    except OSError:  # .hydra not ours to read: load_run would say why, but without summary.json this is no run
+        return False
 
 
 def best_of(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -156,55 +278,57 @@ def best_of(rows: list[dict[str, float]]) -> dict[str, float]:
     return {"epoch": best.get("epoch"), "val/loss": best.get("val/loss"), "val/acc": best.get("val/acc")}
 
 
-def load_run(path: Path | str) -> Run:
-    """Read one run folder. Raises RunFolderError when summary.json is not valid JSON."""
-    path = Path(path)
-    summary: dict[str, Any] = {}
+def _read_optional_yaml(path: Path) -> Any:
     try:
-        with open(path / "summary.json", "rb") as f:
-            summary = json.load(f)
+        return read_yaml(path)
     except FileNotFoundError:
-        pass
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise RunFolderError(f"{path / 'summary.json'} is not valid JSON ({err})") from None
-    if not isinstance(summary, dict):
-        raise RunFolderError(f"{path / 'summary.json'} holds no JSON object")
+        return None
+
+
+def load_run(path: Path | str) -> Run:
+    """Read one run folder. Raises RunFolderError when a file it needs cannot be read; a field of the wrong type is absent."""
+    path = Path(path)
+    summary = read_summary(path)
     config = summary.get("config")
-    if config is None and (path / ".hydra" / "config.yaml").is_file():
-        config = _read_yaml(path / ".hydra" / "config.yaml")
-    overrides = summary.get("overrides")
-    if overrides is None and (path / ".hydra" / "overrides.yaml").is_file():
-        overrides = _read_yaml(path / ".hydra" / "overrides.yaml")
-    flat = flatten(config or {})
-    status = summary.get("status", "unknown")
-    best, test, final = summary.get("best") or {}, summary.get("test") or {}, summary.get("final") or {}
+    if not isinstance(config, dict):  # missing (a run from before summary.json held it) or ill-typed: Hydra's copy
+        config = _dict(_read_optional_yaml(path / ".hydra" / "config.yaml"))
+    overrides = _strings(summary.get("overrides"))
+    if overrides is None:
+        overrides = _strings(_read_optional_yaml(path / ".hydra" / "overrides.yaml")) or []
+    flat = flatten(config)
+    status = _str(summary.get("status"), "unknown")
+    best, test, final = _dict(summary.get("best")), _dict(summary.get("test")), _dict(summary.get("final"))
+    epochs_done = _count(summary.get("epochs_completed"))
+    epochs = _count(summary.get("epochs"))
     run = Run(
         path=path,
         status=status,
-        epochs=summary.get("epochs", flat.get("trainer.epochs")),
-        epochs_done=summary.get("epochs_completed", 0),
+        epochs=epochs if epochs is not None else _count(flat.get("trainer.epochs")),
+        epochs_done=epochs_done or 0,
         config=flat,
-        overrides=parse_overrides(overrides or []),
+        overrides=parse_overrides(overrides),
         metrics={},
-        experiment=summary.get("experiment", ""),
-        error=summary.get("error", ""),
+        experiment=_str(summary.get("experiment")),
+        error=_str(summary.get("error")),
     )
-    if status != "completed" or not final:
-        # A running run's summary.json was written at its start: metrics.csv knows how far it got.
+    if status != "completed" or not final or epochs_done is None:
+        # A running run's summary.json was written at its start: metrics.csv knows how far it got
+        # (and how far a run got whose summary.json does not say).
         rows = run.rows()
         run.epochs_done = len(rows)
-        final = final or (rows[-1] if rows else {})
-        best = best or best_of(rows)
+        if status != "completed" or not final:
+            final = final or (rows[-1] if rows else {})
+            best = best or best_of(rows)
     values = {
-        "val/acc": best.get("val/acc"),
-        "val/loss": best.get("val/loss"),
-        "test/acc": test.get("acc"),
-        "test/loss": test.get("loss"),
-        "train/acc": final.get("train/acc"),
-        "train/loss": final.get("train/loss"),
-        "best_epoch": best.get("epoch"),
-        "time_s": (summary.get("timing") or {}).get("wall_s"),
-        "params": summary.get("params"),
+        "val/acc": _number(best.get("val/acc")),
+        "val/loss": _number(best.get("val/loss")),
+        "test/acc": _number(test.get("acc")),
+        "test/loss": _number(test.get("loss")),
+        "train/acc": _number(final.get("train/acc")),
+        "train/loss": _number(final.get("train/loss")),
+        "best_epoch": _number(best.get("epoch")),
+        "time_s": _number(_dict(summary.get("timing")).get("wall_s")),
+        "params": _count(summary.get("params")),
     }
     run.metrics = {k: v for k, v in values.items() if v is not None}
     return run
@@ -218,7 +342,7 @@ def _walk(path: str) -> Iterator[str]:
     """Run folders at or under `path`, not looking inside a run folder nor into hidden folders."""
     try:
         entries = list(os.scandir(path))
-    except (NotADirectoryError, PermissionError):
+    except OSError:  # not a folder, not ours to read, gone since
         return
     if is_run_dir(Path(path), [e.name for e in entries]):
         yield path
@@ -232,7 +356,7 @@ def natural_key(name: str) -> tuple:
     """'10' after '9': job numbers and dates sort the way people count."""
     parts = []
     for chunk in name.replace("\\", "/").split("/"):
-        parts.append((0, int(chunk), "") if chunk.isdigit() else (1, 0, chunk))
+        parts.append((0, int(chunk), "") if chunk.isdecimal() else (1, 0, chunk))  # not isdigit(): int('²') fails
     return tuple(parts)
 
 
@@ -259,8 +383,10 @@ def find_runs(paths: Iterable[Path | str], notes: list[str] | None = None) -> li
     for folder in found:
         try:
             runs.append(load_run(folder))
-        except (RunFolderError, OSError) as err:
+        except RunFolderError as err:
             notes.append(f"skipped: {err}")
+        except OSError as err:
+            notes.append(f"skipped: {folder}: {err.strerror or err}")
     set_ids(runs)
     return runs
 

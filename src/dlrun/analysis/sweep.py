@@ -44,7 +44,7 @@ def summarize_sweep(sweep_dir: Path | str, console: Console | None = None) -> di
         groups = sort_items(groups, metric)
         tables.append(("the same sweep, mean ± std (n) over seed", groups, kept))
     for note in notes:
-        print(note, file=sys.stderr)
+        print(report.printable(note), file=sys.stderr)
     for i, (heading, items, columns) in enumerate(tables):
         last = i == len(tables) - 1
         print_table(console, items, columns, metric=metric, sort=metric, title=heading, caption=caption if last else "")
@@ -52,13 +52,16 @@ def summarize_sweep(sweep_dir: Path | str, console: Console | None = None) -> di
         console.print(line, markup=False, style="dim")
 
     paths = {"csv": sweep_dir / "sweep_summary.csv", "md": sweep_dir / "sweep_summary.md", "png": sweep_dir / "sweep_curves.png"}
-    with open(paths["csv"], "w", newline="", encoding="utf-8") as f:
+    with open(paths["csv"], "w", newline="", encoding="utf-8", errors="backslashreplace") as f:
         report.write_csv(jobs, keys, f)
     md = io.StringIO()
     for heading, items, columns in tables:
         report.write_md(items, columns, md, metric=metric, sort=metric, title=heading)
         md.write("\n")
-    paths["md"].write_text(md.getvalue() + caption + "\n", encoding="utf-8")
-    plot_runs(jobs, metric, paths["png"], keys, title=title, groups=groups)
+    paths["md"].write_text(md.getvalue() + caption + "\n", encoding="utf-8", errors="backslashreplace")
+    plot_notes: list[str] = []
+    plot_runs(jobs, metric, paths["png"], keys, title=title, groups=groups, notes=plot_notes)
+    for note in plot_notes:
+        print(report.printable(note), file=sys.stderr)
     console.print(f"sweep summary: {paths['csv']}, {paths['md'].name}, {paths['png'].name}", markup=False, soft_wrap=True)
     return paths

@@ -5,6 +5,7 @@ Shared by `dlrun compare` and the sweep summary; the cells are those of report.p
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -161,8 +162,9 @@ def _fit(columns: list[str], headers: list[str], cells: list[list[str]], width: 
 
 
 def _best(items: Sequence[Run | Group], metric: str) -> Any:
-    values = [v for v in (item_value(i, metric) for i in items) if v is not None]
+    """The best value of `metric` among the items, to mark; nan and inf are never the best."""
+    mean = lambda v: v.mean if isinstance(v, Stat) else v  # noqa: E731
+    values = [v for v in (item_value(i, metric) for i in items) if v is not None and math.isfinite(mean(v))]
     if len(values) < 2 or metric not in METRICS:
         return None
-    mean = lambda v: v.mean if isinstance(v, Stat) else v  # noqa: E731
     return (max if higher_is_better(metric) else min)(values, key=mean)
