@@ -44,7 +44,10 @@ def task(cfg) -> float:
     overrides = list(hydra_cfg.overrides.task)
     try:
         with stop_on_signals(process_ends_after_a_stop=True) as stop:
-            return objective(_run(cfg, run_dir, overrides, stop))
+            summary = _run(cfg, run_dir, overrides, stop)
+        if stop() and summary.get("status") == "completed":
+            print(f"dlrun: the run had finished training when it was asked to stop; it completed ({run_dir})", file=sys.stderr)
+        return objective(summary)
     except Interrupted as err:
         print(f"dlrun: interrupted; the finished epochs are in {run_dir}; continue with: dlrun resume={run_dir}", file=sys.stderr)
         sys.exit(err.exit_code)
@@ -191,7 +194,11 @@ def run_hydra(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     """The exit code of `dlrun ARGV...` (a run or sweep may also end the process with sys.exit)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in SUBCOMMANDS:
-        module, function = SUBCOMMANDS[argv[0]].split(":")
-        return getattr(importlib.import_module(module), function)(argv[1:])
-    return run_hydra(argv)
+    try:
+        if argv and argv[0] in SUBCOMMANDS:
+            module, function = SUBCOMMANDS[argv[0]].split(":")
+            return getattr(importlib.import_module(module), function)(argv[1:])
+        return run_hydra(argv)
+    except KeyboardInterrupt:  # Ctrl-C before a run installed its own handler (while importing, composing)
+        print("dlrun: interrupted before any run started", file=sys.stderr)
+        return 130

@@ -288,6 +288,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 # key -> (low, high, low inclusive, high inclusive); None means unbounded.
 RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    "seed": (0, 2**63 - 1, True, True),
+    "dataset.split_seed": (0, 2**63 - 2, True, True),
     "optimizer.lr": (0.0, None, False, True),
     "optimizer.momentum": (0.0, 1.0, True, False),
     "optimizer.beta1": (0.0, 1.0, True, False),
@@ -320,11 +322,14 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
 
 
 def _range_text(low, high, low_inc, high_inc) -> str:
+    def show(bound) -> str:
+        return str(bound) if isinstance(bound, int) else f"{bound:g}"
+
     if high is None:
-        return f"must be {'>=' if low_inc else '>'} {low:g}"
+        return f"must be {'>=' if low_inc else '>'} {show(low)}"
     left = "[" if low_inc else "("
     right = "]" if high_inc else ")"
-    return f"must be in {left}{low:g}, {high:g}{right}"
+    return f"must be in {left}{show(low)}, {show(high)}{right}"
 
 
 def check_keys(cfg: DictConfig) -> None:

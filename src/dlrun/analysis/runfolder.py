@@ -25,7 +25,7 @@ from typing import Any
 from dlrun.analysis.files import MAX_DEPTH, check_nesting, check_yaml_nodes, read_regular_file
 from dlrun.errors import RunFolderError
 
-RUN_FOLDER_FORMAT = 1  # the run-folder format this dlrun reads: summary.json's "format" (absent: 1, from before it was written)
+RUN_FOLDER_FORMAT = 1  # docs/run-folder.md's version: summary.json's "format", written and read (absent: 1, from before it was)
 
 # Limits on what a folder may hold: far above what dlrun writes, far below what would hurt.
 SUMMARY_LIMIT = 4 << 20  # bytes of summary.json (dlrun writes a few KiB)
@@ -34,8 +34,6 @@ YAML_LIMIT = 1 << 20  # bytes of a .hydra/*.yaml file (a few KiB)
 
 # Keys a run answers besides its config and overrides. The metrics are those of the epoch with the
 # best val/acc (the weights a run keeps and tests), except train/* (the last epoch) and time_s.
-RUN_FOLDER_FORMAT = 1  # the version of the run-folder format (docs/run-folder.md) written into summary.json
-
 METRICS = ("val/acc", "val/loss", "test/acc", "test/loss", "train/acc", "train/loss", "best_epoch", "time_s", "params")
 FIELDS = ("run", "status", "epochs_done", "epochs", "error", "experiment", "path")
 ALIASES = {"time": "time_s", "wall_s": "time_s", "id": "run"}

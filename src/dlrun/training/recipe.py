@@ -128,11 +128,14 @@ def build_loop(cfg: DictConfig, data: Data, device: torch.device, recorder: RunR
     optimizer = build_optimizer(cfg.optimizer.name, model, **optimizer_kwargs(cfg))
     trainer = cfg.trainer
     loss_fn = make_loss(trainer.loss, data.num_classes)
-    train_settings = StepSettings(trainer.batch_size, loss_fn, cfg.regularization.l1, trainer.limit_train_batches,
-                                  trainer.shuffle, trainer.precision, trainer.grad_clip)  # fmt: skip
-    eval_settings = StepSettings(trainer.eval_batch_size, loss_fn, 0.0, trainer.limit_eval_batches, False, trainer.precision)
+    # A batch larger than its split is the whole split: buffers are sized for what a step can hold.
+    batch = min(trainer.batch_size, len(data.train))
+    eval_batch = min(trainer.eval_batch_size, max(len(data.test), len(data.val) if data.val else 0))
+    train_settings = StepSettings(batch, loss_fn, cfg.regularization.l1, trainer.limit_train_batches, trainer.shuffle,
+                                  trainer.precision, trainer.grad_clip)  # fmt: skip
+    eval_settings = StepSettings(eval_batch, loss_fn, 0.0, trainer.limit_eval_batches, False, trainer.precision)
     hooks = {}
-    steps_per_epoch = num_batches(len(data.train), trainer.batch_size, trainer.limit_train_batches)
+    steps_per_epoch = num_batches(len(data.train), batch, trainer.limit_train_batches)
     schedule = build_schedule(cfg.scheduler.name, optimizer, epochs=trainer.epochs, steps_per_epoch=steps_per_epoch, **schedule_kwargs(cfg))
     if schedule is not None:
         hooks["scheduler"] = schedule
@@ -199,6 +202,8 @@ def execute(
             soft_wrap=True,
         )
         loop.run()
+        if stop is not None:
+            stop.finishing = "the test pass and plots"  # a stop asked for from here on lets the run complete
         test = evaluate(loop.model, data.test, loop.eval_settings, keep_predictions=True)
         history = state.history
         summary |= {"status": state.stop_status if state.stop_reason else "completed", "final": history[-1], "best": state.best,

@@ -9,14 +9,13 @@ config; `trainer.epochs` may be raised.
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dlrun.analysis.runfolder import flatten
-from dlrun.errors import ResumeError
+from dlrun.errors import ResumeError, RunFolderError
 from dlrun.training.recorder import atomic_write
 
 # Keys a resumed run may change: how long it trains and how it shows and keeps its work.
@@ -29,6 +28,8 @@ ADJUSTABLE = {
     "device.name",
     "device.threads",
     "trainer.eval_batch_size",
+    "dataset.root",
+    "dataset.download",
 }
 GLOBAL_GROUPS = {"experiment", "debug"}  # presets that may set any key
 
@@ -87,29 +88,30 @@ def plan_resume(cfg: Any, run_dir: Path, overrides: list[str]) -> ResumePlan:
 
 
 def read_summary(folder: Path) -> dict[str, Any]:
-    """summary.json of `folder`, or {} where it is missing or unreadable; one of an unknown format is refused."""
-    from dlrun.analysis.runfolder import RUN_FOLDER_FORMAT
+    """summary.json of `folder` through the run-folder reader ({} when missing); one that cannot be
+    read, or of a format this dlrun does not know, is refused."""
+    from dlrun.analysis.runfolder import read_summary as read
 
     try:
-        summary = json.loads((folder / "summary.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(summary, dict):
-        return {}
-    version = summary.get("format", 1)  # written before the format was versioned: format 1
-    if type(version) is not int or not 1 <= version <= RUN_FOLDER_FORMAT:
-        raise ResumeError(f"{folder}/summary.json is of run-folder format {version!r}; this dlrun reads format 1 to {RUN_FOLDER_FORMAT}")
-    return summary
+        return read(folder)
+    except RunFolderError as err:
+        raise ResumeError(f"{err}; it cannot be resumed") from err
 
 
 def saved_config(folder: Path) -> dict[str, Any]:
     """The config the run in `folder` was made with (summary.json's copy, else Hydra's)."""
-    config = read_summary(folder).get("config")
-    if config:
-        return config
-    import yaml
+    from dlrun.analysis.runfolder import read_yaml
 
-    return yaml.safe_load((folder / ".hydra" / "config.yaml").read_text())
+    config = read_summary(folder).get("config")
+    if isinstance(config, dict) and config:
+        return config
+    try:
+        config = read_yaml(folder / ".hydra" / "config.yaml")
+    except (FileNotFoundError, RunFolderError) as err:
+        raise ResumeError(f"{folder} holds no readable config (summary.json's or .hydra/config.yaml: {err}); it cannot be resumed") from err
+    if not isinstance(config, dict):
+        raise ResumeError(f"{folder}/.hydra/config.yaml holds no config; it cannot be resumed")
+    return config
 
 
 def touched_prefixes(overrides: list[str]) -> list[str]:

@@ -31,6 +31,7 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.finishing: str | None = None  # what is left once training is over (its test and plots)
 
     def __call__(self) -> bool:
         return self.signum is not None
@@ -43,7 +44,11 @@ class StopRequest:
         if self.signum is not None:  # the second signal: stop now
             raise Interrupted(signum)
         self.signum = signum
-        print(f"\ndlrun: {signal.Signals(signum).name}: stopping after this step (again to stop at once)", file=sys.stderr)
+        name = signal.Signals(signum).name
+        if self.finishing:
+            print(f"\ndlrun: {name}: training is over; finishing {self.finishing} first (again to stop at once)", file=sys.stderr)
+        else:
+            print(f"\ndlrun: {name}: stopping after this step (again to stop at once)", file=sys.stderr)
 
 
 @contextmanager
