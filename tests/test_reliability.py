@@ -109,7 +109,7 @@ def wait_for(path: Path, predicate, proc: subprocess.Popen, timeout: float = 120
 @pytest.mark.slow
 def test_two_resumes_of_one_run_are_one_writer(run_dlrun, interrupt_at_epoch, tmp_path):
     part = interrupted(run_dlrun, interrupt_at_epoch, tmp_path / "part", "trainer.epochs=400")
-    procs = [subprocess.Popen([*DLRUN, f"resume={part}", "trainer.progress=off"], cwd=tmp_path, stdout=subprocess.PIPE,
+    procs = [subprocess.Popen([*DLRUN, f"resume={part}", "trainer.progress=off", "device.threads=1"], cwd=tmp_path, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=subprocess_env()) for _ in range(2)]  # fmt: skip
     results = [(p.wait(timeout=600), p.communicate()[1]) for p in procs]
     codes = sorted(code for code, _ in results)
@@ -124,7 +124,9 @@ def test_two_resumes_of_one_run_are_one_writer(run_dlrun, interrupt_at_epoch, tm
 @pytest.mark.slow
 def test_two_sweeps_into_one_folder_never_interleave(tmp_path):
     sweep = tmp_path / "sweep"
-    args = [*DLRUN, "-m", "seed=0,1", "trainer.epochs=150", "trainer.plots=false", "trainer.progress=off", "resume=auto",
+    args = [*DLRUN, "-m", "seed=0,1", "trainer.epochs=30", "trainer.batch_size=16", "device.threads=1", "trainer.plots=false",
+            "trainer.progress=off",
+            "resume=auto",
             f"hydra.sweep.dir={sweep}"]  # fmt: skip
     procs = [subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
              for _ in range(2)]  # fmt: skip
@@ -132,5 +134,5 @@ def test_two_sweeps_into_one_folder_never_interleave(tmp_path):
         proc.wait(timeout=600)
     for job in ("0", "1"):
         epochs = [int(line.split(",")[0]) for line in (sweep / job / "metrics.csv").read_text().splitlines()[1:]]
-        assert epochs == list(range(1, 151)), job
+        assert epochs == list(range(1, 31)), job
         assert read_summary(sweep / job)["status"] == "completed"
