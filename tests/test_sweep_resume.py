@@ -90,7 +90,7 @@ def test_failing_and_diverging_jobs_do_not_sink_the_sweep(tmp_path, capsys):
         )
     assert info.value.code == 1
     statuses = [read_summary(sweep_dir / job)["status"] for job in ("0", "1", "2")]
-    assert statuses == ["completed", "failed", "diverged"]
+    assert statuses == ["completed", "refused", "diverged"]
     assert read_summary(sweep_dir / "1")["error"] == "optimizer.lr=-1.0 must be > 0"
     table = (sweep_dir / "sweep_summary.csv").read_text()
     assert table.count("\n") == 4 and "failed" in table and "diverged" in table

@@ -164,7 +164,8 @@ def execute(
     summary also written to summary.json.
 
     summary.json says `running` from the start, and the final status (completed, diverged,
-    failed or interrupted) whatever happens, so a run folder always describes itself.
+    failed, interrupted, or refused: a user's error found before the first step) whatever
+    happens, so a run folder always describes itself.
     """
     validate(cfg)
     run_dir = Path(run_dir)
@@ -181,6 +182,7 @@ def execute(
         recorder.metrics_path.unlink(missing_ok=True)
         recorder.write_summary(summary)
     state = LoopState()
+    training = False  # set once the first step may have run: an error before it is a refusal
     flush_denormals_everywhere()  # before torch starts its CPU worker threads, so that they flush too
     threads_before = set_threads(cfg.device.threads)
     try:
@@ -201,6 +203,7 @@ def execute(
             f"device {summary['device']}" + (f"; resuming after epoch {state.epoch}" if resume else ""),
             soft_wrap=True,
         )
+        training = True
         loop.run()
         if stop is not None:
             stop.finishing = "the test pass and plots"  # a stop asked for from here on lets the run complete
@@ -218,7 +221,8 @@ def execute(
         raise
     except BaseException as err:
         interrupted = isinstance(err, (KeyboardInterrupt, Interrupted))
-        summary |= {"status": "interrupted" if interrupted else "failed", "error": one_line(err), "timing": _timing(state, started)}
+        status = "interrupted" if interrupted else "refused" if isinstance(err, DlrunError) and not training else "failed"
+        summary |= {"status": status, "error": one_line(err), "timing": _timing(state, started)}
         raise
     finally:
         set_threads(threads_before)

@@ -1,0 +1,89 @@
+"""One line with a suggestion for Hydra's composition errors: a misspelt group, key or option.
+
+Hydra says `Could not override 'modle'. To append to your config use +modle=mlp`, which is true
+and leads nowhere (the `+` form then fails dlrun's own key check). These functions read such a
+message and name what the user most likely meant, from the config tree itself: the groups and
+their options in conf/, and the keys of every schema in dlrun.config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+
+from dlrun.config import SCHEMAS, DlrunConfig, config_dir
+
+
+def _close(word: str, candidates: list[str]) -> list[str]:
+    return difflib.get_close_matches(word, candidates, n=3, cutoff=0.6)
+
+
+def _fields(node: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(node)]
+
+
+def groups() -> dict[str, list[str]]:
+    """Each config group in conf/ and its options (the YAML files' names)."""
+    root = config_dir()
+    return {d.name: sorted(p.stem for p in d.glob("*.yaml")) for d in sorted(root.iterdir()) if d.is_dir()}
+
+
+def _nested(key: str) -> type | None:
+    """The schema of a non-group node such as `trainer` or `trainer.early_stopping`, if there is one."""
+    node: type = DlrunConfig
+    for part in key.split("."):
+        field = next((f for f in dataclasses.fields(node) if f.name == part), None)
+        if field is None or field.default_factory is dataclasses.MISSING:
+            return None
+        default = field.default_factory()
+        if not dataclasses.is_dataclass(default):
+            return None
+        node = type(default)
+    return node
+
+
+def for_key(key: str, value: str) -> str | None:
+    """What to say about an override of `key` that the config does not have."""
+    parent, _, leaf = key.rpartition(".")
+    if not parent:
+        top = _fields(DlrunConfig)
+        close = _close(key, [*groups(), *top])
+        if not close:
+            return f"{key!r} is not a config key or group; the top-level keys are: {', '.join(sorted(top))}"
+        return f"{key!r} is not a config key or group; did you mean {close[0]}={value}?"
+    group = parent.split(".")[0]
+    if group in SCHEMAS and "." not in parent:
+        owners = [option for option, schema in SCHEMAS[group].items() if leaf in _fields(schema)]
+        if owners:
+            options = " or ".join(f"{group}={o}" for o in owners)
+            return f"{leaf!r} is not a key of the chosen {group}; it belongs to {options}: e.g. {group}={owners[0]} {key}={value}"
+        keys = sorted({k for schema in SCHEMAS[group].values() for k in _fields(schema)} - {"name"})
+        close = _close(leaf, keys)
+        hint = f"; did you mean {parent}.{close[0]}={value}?" if close else f"; the {group} keys are: {', '.join(keys)}"
+        return f"{leaf!r} is not a key of {group}{hint}"
+    schema = _nested(parent)
+    if schema is None:
+        return None
+    keys = _fields(schema)
+    close = _close(leaf, keys)
+    hint = f"; did you mean {parent}.{close[0]}={value}?" if close else f"; its keys are: {', '.join(keys)}"
+    return f"{leaf!r} is not a key of {parent}{hint}"
+
+
+def for_option(group: str, option: str) -> str:
+    options = groups().get(group, [])
+    close = _close(option, options)
+    hint = f"; did you mean {group}={close[0]}?" if close else ""
+    return f"{group}={option}: no such option; the options are: {', '.join(options)}{hint}"
+
+
+def explain(message: str) -> str | None:
+    """One line for a Hydra composition error about a misspelt name, or None to keep Hydra's message."""
+    override = re.search(r"Could not override '([^']+)'\.\s*\nTo append to your config use \+[^=\s]+=(.*)", message)
+    if override:
+        return for_key(override.group(1), override.group(2).strip())
+    missing = re.search(r"Could not find '([\w.-]+)/([^']+)'", message)
+    if missing and missing.group(1) in groups():
+        return for_option(missing.group(1), missing.group(2))
+    return None
