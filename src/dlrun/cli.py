@@ -46,7 +46,7 @@ def task(cfg) -> float:
     parallel = in_sweep and _parallel_jobs(hydra_cfg)
     try:
         with stop_on_signals(process_ends_after_a_stop=True) as stop:
-            summary = _run(cfg, run_dir, overrides, stop, console=_silent_console() if parallel else None)
+            summary = _run(cfg, run_dir, overrides, stop, console=_silent_console() if parallel else None, job_log=_job_log())
         if parallel:  # jobs side by side would interleave their epoch lines: one line each, the rest in dlrun.log
             print(_job_line(hydra_cfg.job.num, overrides, summary, run_dir), flush=True)
         if stop() and summary.get("status") == "completed":
@@ -69,6 +69,18 @@ def task(cfg) -> float:
         if not cfg.resume:
             discard_refused(run_dir, err)
         sys.exit(code)
+
+
+def _job_log() -> str | None:
+    """The log file of this job where a launcher keeps one (submitit: its stdout file), for summary.json."""
+    if "SUBMITIT_FOLDER" not in os.environ:
+        return None
+    try:
+        import submitit
+
+        return str(submitit.JobEnvironment().paths.stdout)
+    except Exception:  # noqa: BLE001  a log path is a convenience: never fail a job over it
+        return None
 
 
 def _parallel_jobs(hydra_cfg) -> bool:
@@ -106,7 +118,7 @@ def objective(summary: dict) -> float:
     return float(value) if isinstance(value, (int, float)) else math.nan
 
 
-def _run(cfg, run_dir: Path, overrides: list[str], stop, console=None) -> dict:
+def _run(cfg, run_dir: Path, overrides: list[str], stop, console=None, job_log: str | None = None) -> dict:
     from dlrun.config import validate
     from dlrun.training.resume import plan_resume
 
@@ -117,7 +129,8 @@ def _run(cfg, run_dir: Path, overrides: list[str], stop, console=None) -> dict:
     from dlrun.training.recipe import execute
 
     folder = plan.folder or run_dir
-    return execute(plan.cfg, folder, console=console, overrides=plan.overrides, resume=plan.folder is not None, stop=stop)
+    return execute(plan.cfg, folder, console=console, overrides=plan.overrides, resume=plan.folder is not None, stop=stop,
+                   job_log=job_log)  # fmt: skip
 
 
 def _describe_failure(err: Exception, run_dir: Path) -> tuple[int, str]:

@@ -159,6 +159,7 @@ def execute(
     overrides: list[str] | None = None,
     resume: bool = False,
     stop: StopRequest | None = None,
+    job_log: str | None = None,
 ) -> dict[str, Any]:
     """Run the experiment `cfg` into `run_dir` (continuing its last.pt when `resume`); return the
     summary also written to summary.json.
@@ -176,6 +177,8 @@ def execute(
     summary: dict[str, Any] = {"format": RUN_FOLDER_FORMAT, "status": "running", "experiment": title, "command": command_line(),
                                "started_at": now(), "epochs": cfg.trainer.epochs, "epochs_completed": 0, "seed": cfg.seed,
                                "overrides": list(overrides or []), "config": OmegaConf.to_container(cfg, resolve=True)}  # fmt: skip
+    if job_log:  # where a launcher (submitit) keeps this job's output: what to read when it failed
+        summary["job_log"] = job_log
     # A resumed folder keeps its summary until its checkpoint has loaded: a refused resume changes nothing.
     touched = not resume
     if touched:
