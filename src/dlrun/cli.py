@@ -251,6 +251,10 @@ def run_hydra(argv: list[str]) -> int:
 
     try:
         check_run_dir(argv)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ:  # started by torchrun: one run, one folder
+            from dlrun.training import distributed
+
+            argv = distributed.join(argv)
     except DlrunError as err:
         print(f"dlrun: error: {err}", file=sys.stderr)
         return EXIT_USAGE

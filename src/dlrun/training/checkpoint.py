@@ -137,8 +137,9 @@ def _check_same_config(saved: Any, cfg: DictConfig, path: Path) -> None:
         )
 
 
-def restore(loop: Loop, run_dir: Path, cfg: DictConfig) -> LoopState:
-    """Load last.pt (and best.pt's weights) into `loop`; cut metrics.csv back to the checkpoint.
+def restore(loop: Loop, run_dir: Path, cfg: DictConfig, writer: bool = True) -> LoopState:
+    """Load last.pt (and best.pt's weights) into `loop`; cut metrics.csv back to the checkpoint
+    (only the `writer`: under torchrun, rank 0).
 
     Both files are checked whole first: a refused checkpoint changes nothing on disk.
     """
@@ -169,6 +170,6 @@ def restore(loop: Loop, run_dir: Path, cfg: DictConfig) -> LoopState:
     if "cuda" in checkpoint["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
     stop = checkpoint.get("stop") if isinstance(checkpoint.get("stop"), dict) else {}
-    history = restore_metrics(run_dir, checkpoint["epoch"])
+    history = restore_metrics(run_dir, checkpoint["epoch"], cut=writer)
     return LoopState(epoch=checkpoint["epoch"], history=history, best=checkpoint["best"], best_state=best_state,
                      stop_reason=stop.get("reason"), stop_status=stop.get("status", "completed"))  # fmt: skip

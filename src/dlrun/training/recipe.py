@@ -7,6 +7,7 @@ runs it, then tests the kept weights and writes the folder's summary and plots.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from datetime import datetime, timezone
@@ -24,12 +25,13 @@ from dlrun.training.checkpoint import restore
 from dlrun.training.console import Reporter
 from dlrun.training.data import Data, load_dataset
 from dlrun.training.device import describe, flush_denormals_everywhere, resolve_device, seed_everything, set_threads
+from dlrun.training.distributed import SINGLE, SyncedStop, World, device_for, per_rank_batch, threads_for, world
 from dlrun.training.engine import Loop, LoopState
 from dlrun.training.hooks import EarlyStopping, build_schedule
 from dlrun.training.models import build_model, count_parameters
 from dlrun.training.optim import build_optimizer
 from dlrun.training.plots import plot_confusion_matrix, plot_samples, plot_training_curves
-from dlrun.training.recorder import RunRecorder, command_line, git_commit, versions
+from dlrun.training.recorder import NullRecorder, RunRecorder, command_line, git_commit, versions
 from dlrun.training.signals import Interrupted, StopRequest
 from dlrun.training.steps import StepSettings, choose_step, evaluate, make_loss, num_batches
 
@@ -118,8 +120,12 @@ def now() -> str:
 
 
 def build_loop(cfg: DictConfig, data: Data, device: torch.device, recorder: RunRecorder, reporter: Reporter,
-               stop: StopRequest | None) -> tuple[Loop, str]:  # fmt: skip
-    """Everything the epoch loop needs, chosen once from the config; and the chosen step's name."""
+               stop: StopRequest | None, place: World = SINGLE) -> tuple[Loop, str]:  # fmt: skip
+    """Everything the epoch loop needs, chosen once from the config; and the chosen step's name.
+
+    Under torchrun (`place.size` > 1) each rank steps on its share of the global batch, the model
+    is wrapped in DistributedDataParallel, and a stop is agreed on by every rank.
+    """
     generator = seed_everything(cfg.seed)
     try:
         model = build_model(cfg.model.name, data.input_shape, data.num_classes, **model_kwargs(cfg)).to(device)
@@ -129,20 +135,26 @@ def build_loop(cfg: DictConfig, data: Data, device: torch.device, recorder: RunR
     trainer = cfg.trainer
     loss_fn = make_loss(trainer.loss, data.num_classes)
     # A batch larger than its split is the whole split: buffers are sized for what a step can hold.
-    batch = min(trainer.batch_size, len(data.train))
+    batch = per_rank_batch(min(trainer.batch_size, len(data.train)), place)
     eval_batch = min(trainer.eval_batch_size, max(len(data.test), len(data.val) if data.val else 0))
     train_settings = StepSettings(batch, loss_fn, cfg.regularization.l1, trainer.limit_train_batches, trainer.shuffle,
-                                  trainer.precision, trainer.grad_clip)  # fmt: skip
+                                  trainer.precision, trainer.grad_clip, place)  # fmt: skip
     eval_settings = StepSettings(eval_batch, loss_fn, 0.0, trainer.limit_eval_batches, False, trainer.precision)
     hooks = {}
-    steps_per_epoch = num_batches(len(data.train), batch, trainer.limit_train_batches)
+    steps_per_epoch = num_batches(len(data.train) // place.size, batch, trainer.limit_train_batches)
     schedule = build_schedule(cfg.scheduler.name, optimizer, epochs=trainer.epochs, steps_per_epoch=steps_per_epoch, **schedule_kwargs(cfg))
     if schedule is not None:
         hooks["scheduler"] = schedule
     if trainer.early_stopping.patience > 0:
         stopping = trainer.early_stopping
         hooks["early_stopping"] = EarlyStopping(stopping.monitor, stopping.patience, stopping.min_delta)
-    forward = torch.compile(model) if trainer.compile else model
+    forward = model
+    if place.size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        stop = SyncedStop(stop, device) if stop is not None else None
+    forward = torch.compile(forward) if trainer.compile else forward
     step, step_name = choose_step(model, forward, optimizer, train_settings, trainer.fast_path, reporter.warn)
     loop = Loop(model=model, forward=forward, optimizer=optimizer, step=step, data=data, train_settings=train_settings,
                 eval_settings=eval_settings, generator=generator, epochs=trainer.epochs, recorder=recorder, reporter=reporter,
@@ -170,8 +182,11 @@ def execute(
     """
     validate(cfg)
     run_dir = Path(run_dir)
-    recorder = RunRecorder(run_dir)
-    reporter = Reporter(run_dir / "dlrun.log", cfg.trainer.progress, console)
+    place = world()  # under torchrun, only rank 0 writes the folder and prints
+    recorder = RunRecorder(run_dir) if place.main else NullRecorder(run_dir)
+    if not place.main:
+        console = Console(file=open(os.devnull, "w"))  # noqa: SIM115  (lives as long as the run)
+    reporter = Reporter(run_dir / "dlrun.log" if place.main else Path(os.devnull), cfg.trainer.progress, console)
     started = time.perf_counter()
     title = describe_experiment(cfg)
     summary: dict[str, Any] = {"format": RUN_FOLDER_FORMAT, "status": "running", "experiment": title, "command": command_line(),
@@ -181,19 +196,22 @@ def execute(
         summary["job_log"] = job_log
     # A resumed folder keeps its summary until its checkpoint has loaded: a refused resume changes nothing.
     touched = not resume
+    if place.size > 1:
+        summary["distributed"] = {"world_size": place.size, "backend": str(torch.distributed.get_backend())}
     if touched:
-        recorder.metrics_path.unlink(missing_ok=True)
+        if place.main:
+            recorder.metrics_path.unlink(missing_ok=True)
         recorder.write_summary(summary)
     state = LoopState()
     training = False  # set once the first step may have run: an error before it is a refusal
     flush_denormals_everywhere()  # before torch starts its CPU worker threads, so that they flush too
-    threads_before = set_threads(cfg.device.threads)
+    threads_before = set_threads(threads_for(cfg.device.threads, place))
     try:
-        device = resolve_device(cfg.device.name)
+        device = device_for(resolve_device(cfg.device.name), place)
         data = load_dataset(cfg.dataset.name, device=device, **dataset_kwargs(cfg))
-        loop, step_name = build_loop(cfg, data, device, recorder, reporter, stop)
+        loop, step_name = build_loop(cfg, data, device, recorder, reporter, stop, place)
         if resume:
-            loop.state = state = restore(loop, run_dir, cfg)
+            loop.state = state = restore(loop, run_dir, cfg, writer=place.main)
             summary["resumed_from_epoch"] = state.epoch
             touched = True
         else:
@@ -217,7 +235,7 @@ def execute(
         if state.stop_reason:
             summary |= {"stopped_early_at": state.epoch, "stop_reason": state.stop_reason}
         summary["timing"] = _timing(state, started)
-        if cfg.trainer.plots:
+        if cfg.trainer.plots and place.main:
             write_plots(recorder, data, history, test, title)
     except Diverged as err:
         summary |= {"status": "diverged", "error": str(err), "timing": _timing(state, started)}

@@ -214,6 +214,30 @@ class RunRecorder:
             raise ValueError(f"the RunRecorder of {self.dir} is closed: it no longer owns the folder")
 
 
+class NullRecorder:
+    """The recorder of a torchrun rank other than 0: the same calls, nothing written (rank 0 owns the folder)."""
+
+    def __init__(self, run_dir: Path):
+        self.dir = Path(run_dir)
+        self.metrics_path = self.dir / "metrics.csv"
+        self.plot_dir = self.dir / "plots"
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        pass
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        pass
+
+    def write_final_summary(self, summary: dict[str, Any]) -> bool:
+        return True
+
+    def save_checkpoint(self, name: str, state: dict[str, Any]) -> Path:
+        return self.dir / "checkpoints" / name
+
+    def close(self) -> None:
+        pass
+
+
 def _close(lock_fd: int, reserve_path: Path) -> None:
     """Give the reserve back, then unlock (the lock last: the folder is ours until then)."""
     try:

@@ -156,7 +156,7 @@ def merge_for_resume(saved: dict[str, Any], wanted: dict[str, Any], overrides: l
     return tree
 
 
-def restore_metrics(folder: Path, epochs: int) -> list[dict[str, Any]]:
+def restore_metrics(folder: Path, epochs: int, cut: bool = True) -> list[dict[str, Any]]:
     """The first `epochs` rows of metrics.csv as numbers, and the file cut back to them.
 
     Rows past the checkpoint (an epoch whose checkpoint was never written) are dropped, so the
@@ -175,7 +175,7 @@ def restore_metrics(folder: Path, epochs: int) -> list[dict[str, Any]]:
         raise ResumeError(f"{path} holds a row that is not numbers ({err}); it cannot be resumed") from err
     if [row.get("epoch") for row in rows] != list(range(1, epochs + 1)):
         raise ResumeError(f"{path} does not hold epochs 1 to {epochs} in order, as checkpoints/last.pt says it should")
-    if len(kept) < len(lines):
+    if cut and len(kept) < len(lines):
         atomic_write(path, lambda f: f.write(("\n".join(kept) + "\n").encode()))
     return rows
 

@@ -33,6 +33,7 @@ from torch import nn
 
 from dlrun.errors import Diverged
 from dlrun.training.data import Split
+from dlrun.training.distributed import SINGLE, World, shard, sum_across
 from dlrun.training.mlp_step import mlp_step
 from dlrun.training.optim import clear_grads, l1_penalty, l1_weights, lean_step
 
@@ -63,6 +64,7 @@ class StepSettings:
     shuffle: bool = True
     precision: str = "fp32"  # fp32 | bf16
     grad_clip: float = 0.0  # max global L2 norm of the gradients; 0 = no clipping
+    world: World = SINGLE  # under torchrun: this rank trains on its shard, and the epoch's metrics are summed over ranks
 
 
 def num_batches(n: int, batch_size: int, limit: int = 0) -> int:
@@ -178,6 +180,9 @@ def train_one_epoch(
     device = data.x.device
     n = len(data)
     order = torch.randperm(n, generator=generator) if settings.shuffle else torch.arange(n)
+    if settings.world.size > 1:  # every rank draws the same permutation and keeps its own share
+        order = shard(order, settings.world)
+        n = len(order)
     order = order.to(device)
     steps = num_batches(n, settings.batch_size, settings.limit_batches)
     sizes = _batch_sizes(n, settings.batch_size, steps, device)
@@ -206,9 +211,14 @@ def train_one_epoch(
     seen = min(n, steps * settings.batch_size)
     mean_loss = (torch.stack(losses).float() @ sizes / seen).item()
     correct = (torch.cat(predictions) == data.y.index_select(0, order[:seen])).sum().item()
-    result = {"loss": mean_loss, "acc": correct / seen, "examples": seen, "seconds": time.perf_counter() - start}
-    if norms:
-        result["grad_norm"] = torch.stack(norms).float().mean().item()
+    norm = torch.stack(norms).float().mean().item() if norms else None
+    seconds = time.perf_counter() - start
+    if settings.world.size > 1:  # the epoch's metrics over every rank's shard, as one process would count them
+        loss_sum, correct, seen, norm_sum = sum_across([mean_loss * seen, correct, seen, norm or 0.0], device)
+        mean_loss, seen, norm = loss_sum / seen, int(seen), (norm_sum / settings.world.size if norms else None)
+    result = {"loss": mean_loss, "acc": correct / seen, "examples": seen, "seconds": seconds}
+    if norm is not None:
+        result["grad_norm"] = norm
     return result
 
 
