@@ -16,8 +16,9 @@ import pytest
 
 from dlrun import cli
 from dlrun.analysis import compare
+from dlrun.analysis.curves import label
 from dlrun.analysis.query import differing_keys, group_runs, sort_items
-from dlrun.analysis.runfolder import find_runs, load_run
+from dlrun.analysis.runfolder import find_runs, load_run, shown
 from tests.runfolders import SGD, make_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -349,3 +350,29 @@ def test_thread_count_is_not_a_column(tmp_path):
     make_run(tmp_path / "a", set={"device.threads": 0, "optimizer.lr": 0.01})
     make_run(tmp_path / "b", set={"device.threads": 1, "optimizer.lr": 0.1})
     assert differing_keys(find_runs([tmp_path])) == ["optimizer.lr"]
+
+
+def test_a_float_with_a_rounding_error_is_shown_as_meant_and_stored_exactly(tmp_path, capsys, monkeypatch):
+    """-m 'optimizer.lr=range(0.01,0.1,0.03)' makes 0.06999999999999999: people read 0.07, csv and json keep every digit."""
+    monkeypatch.setenv("COLUMNS", "150")
+    lrs = [0.01 + i * 0.03 for i in range(3)]
+    assert lrs[2] == 0.06999999999999999
+    for i, lr in enumerate(lrs):
+        make_run(tmp_path / str(i), set={"optimizer.lr": lr}, overrides=[f"optimizer.lr={lr}"], val_acc=[0.5, 0.6 + i / 10])
+    for fmt in ("table", "md"):
+        code, out, _ = run_compare(capsys, tmp_path, "--format", fmt)
+        assert code == 0 and "0.07 " in out and "0.0699" not in out, out
+    runs = find_runs([tmp_path])
+    assert label(runs[2], ["optimizer.lr"]) == "optimizer.lr=0.07"
+    assert [r["optimizer.lr"] for r in csv_rows(capsys, tmp_path)][0] == "0.06999999999999999"
+    code, out, _ = run_compare(capsys, tmp_path, "--format", "json")
+    assert json.loads(out)[0]["optimizer.lr"] == 0.06999999999999999
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(0.06999999999999999, "0.07"), (1e-05, "1e-05"), (0.0012345678, "0.0012345678"), (100.0, "100"), (3, "3"),
+     ([0.1, 0.06999999999999999], "[0.1,0.07]"), (math.nan, "nan"), (-math.inf, "-inf"), (True, "true"), ("adam", "adam")],
+)  # fmt: skip
+def test_shown_values(value, expected):
+    assert shown(value) == expected
