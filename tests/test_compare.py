@@ -144,6 +144,27 @@ def test_filter_on_an_unknown_key_names_close_ones(lr_sweep, capsys):
     assert code == 2 and line.startswith("dlrun compare: error: unknown key 'optimizer.lrr'; did you mean optimizer.lr,")
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--sort", "accuracy"], "unknown key 'accuracy'; did you mean val/acc, test/acc, train/acc?"),
+        (["--sort", "test_accuracy"], "unknown key 'test_accuracy'; did you mean test/acc?"),
+        (["--sort", "loss"], "unknown key 'loss'; did you mean val/loss, test/loss, train/loss?"),
+        (["--filter", "dropuot=0.1"], "unknown key 'dropuot'; did you mean regularization.dropout?"),
+        (["--group-by", "name"], "ambiguous key 'name'; did you mean dataset.name, device.name, model.name, optimizer.name?"),
+    ],
+)
+def test_an_unknown_key_names_the_keys_meant(lr_sweep, capsys, argv, message):
+    code, _, err = run_compare(capsys, lr_sweep, *argv)
+    assert code == 2 and err.strip().splitlines() == [f"dlrun compare: error: {message}"]
+
+
+def test_the_last_part_of_a_config_key_stands_for_it(lr_sweep, capsys):
+    assert {r["run"] for r in csv_rows(capsys, lr_sweep, "--filter", "lr=0.01")} == {"0", "1", "2"}
+    assert [r["run"] for r in csv_rows(capsys, lr_sweep, "--sort", "lr")] == ["3", "4", "5", "0", "1", "2"]
+    assert [r["optimizer.lr"] for r in csv_rows(capsys, lr_sweep, "--group-by", "seed,beta1")] == ["0.01", "0.001"]
+
+
 def test_group_by_seed_gives_mean_and_sample_std(lr_sweep, capsys):
     rows = csv_rows(capsys, lr_sweep, "--group-by", "seed")
     assert [r["optimizer.lr"] for r in rows] == ["0.01", "0.001"] and "seed" not in rows[0]

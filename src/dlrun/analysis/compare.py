@@ -41,9 +41,11 @@ examples:
   dlrun compare multirun/2026-11-26/14-03-11 --plot curves.png --metric val/loss
 
 KEY is a config key (optimizer.lr, model.name; a group name such as `optimizer` means
-optimizer.name), an override key, or one of: status, epochs_done, epochs, run, and the metrics
-val/acc val/loss (at the epoch of best val/acc, whose weights a run keeps and tests), test/acc
-test/loss, train/acc train/loss (last epoch), best_epoch, time_s (wall-clock seconds), params.
+optimizer.name, and the last part of a key means the one key that ends so: `lr` is optimizer.lr;
+where several do, as with `name`, the error lists them), an override key, or one of: status,
+epochs_done, epochs, run, and the metrics val/acc val/loss (at the epoch of best val/acc, whose
+weights a run keeps and tests), test/acc test/loss, train/acc train/loss (last epoch),
+best_epoch, time_s (wall-clock seconds), params. An unknown KEY is an error naming the nearest.
 
 Columns: the run (its path below the runs' common parent), the config keys whose values differ
 (except those that cannot change what a run learns: trainer.progress, plots, checkpoints,

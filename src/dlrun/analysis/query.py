@@ -61,9 +61,10 @@ def varying_overrides(runs: Sequence[Run]) -> list[str]:
 
 
 def resolve_key(key: str, runs: Sequence[Run]) -> str:
-    """A user's KEY as a run knows it: `time` -> `time_s`, a group name `optimizer` -> `optimizer.name`.
+    """A user's KEY as a run knows it: `time` -> `time_s`, a group name `optimizer` -> `optimizer.name`,
+    the last part of one config key `lr` -> `optimizer.lr`.
 
-    Raises KeyError with a one-line message naming the closest known keys.
+    Raises KeyError with a one-line message naming the keys the user may have meant.
     """
     key = ALIASES.get(key, key)
     if key in FIELDS or key in METRICS:
@@ -72,9 +73,35 @@ def resolve_key(key: str, runs: Sequence[Run]) -> str:
     for candidate in (key, f"{key}.name"):
         if candidate in known:
             return candidate
-    close = difflib.get_close_matches(key, sorted(known | set(METRICS) | set(FIELDS)), n=3)
+    endings = sorted(k for k in known if k.endswith("." + key))
+    if len(endings) == 1:
+        return endings[0]
+    if endings:
+        raise KeyError(f"ambiguous key {key!r}; did you mean {', '.join(endings)}?")
+    close = nearest_keys(key, known)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise KeyError(f"unknown key {key!r}{hint}")
+
+
+# What people call a metric when they do not know its name: each word names the metrics' last part.
+METRIC_WORDS = {"accuracy": "acc", "acc": "acc", "loss": "loss"}
+
+
+def nearest_keys(key: str, known: set[str], n: int = 3) -> list[str]:
+    """The keys a mistyped KEY most likely meant: `accuracy` -> val/acc, test/acc, train/acc;
+    `val_accuracy` -> val/acc; `optimizer.lrr` -> optimizer.lr; `dropuot` -> regularization.dropout."""
+    words = [METRIC_WORDS.get(w, w) for w in re.split(r"[/_.\- ]", key.lower())]
+    if words[-1] in METRIC_WORDS.values():
+        metrics = [m for m in METRICS if m.endswith("/" + words[-1])]
+        return [m for m in metrics if m.split("/")[0] in words] or metrics  # val_accuracy -> val/acc
+    names = sorted(known | set(METRICS) | set(FIELDS))
+    close = difflib.get_close_matches(key, names, n=n)
+    by_last_part: dict[str, list[str]] = {}
+    for name in names:
+        by_last_part.setdefault(name.rsplit(".", 1)[-1], []).append(name)
+    for part in difflib.get_close_matches(key, list(by_last_part), n=n):
+        close += by_last_part[part]
+    return list(dict.fromkeys(close))[:n]
 
 
 def higher_is_better(key: str) -> bool:
