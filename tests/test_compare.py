@@ -198,6 +198,34 @@ def test_group_by_a_group_name_folds_its_keys(tmp_path):
     assert sorted(len(g.runs) for g in groups) == [1, 2]
 
 
+def test_group_by_a_group_name_keeps_a_key_that_varies_within_one_choice_apart(tmp_path, capsys, monkeypatch):
+    """-m optimizer=sgd,adam optimizer.lr=0.01,0.1: folding over optimizer leaves a row per lr;
+    four Adam runs that differ only in lr are never one row."""
+    monkeypatch.setenv("COLUMNS", "150")
+    for job, (optimizer, lr) in enumerate([("sgd", 0.01), ("sgd", 0.1), ("adam", 0.01), ("adam", 0.1)]):
+        make_run(tmp_path / "both" / str(job), set={"optimizer": SGD if optimizer == "sgd" else {"name": "adam"}, "optimizer.lr": lr})
+    rows = csv_rows(capsys, tmp_path / "both", "--group-by", "optimizer")
+    assert [(r["optimizer.lr"], r["n"]) for r in rows] == [("0.01", "2"), ("0.1", "2")]
+    assert [(r["optimizer.name"], r["n"]) for r in csv_rows(capsys, tmp_path / "both", "--group-by", "lr")] == [("sgd", "2"), ("adam", "2")]
+    code, out, _ = run_compare(capsys, tmp_path / "both", "--group-by", "optimizer")
+    assert code == 0 and out.startswith("4 runs in") and out.splitlines()[0].endswith(", mean ± std over optimizer")
+
+    for job, lr in enumerate([0.001, 0.003, 0.01, 0.03]):
+        make_run(tmp_path / "adam" / str(job), set={"optimizer.lr": lr})
+    assert [(r["optimizer.lr"], r["n"]) for r in csv_rows(capsys, tmp_path / "adam", "--group-by", "optimizer")] == [
+        ("0.001", "1"), ("0.003", "1"), ("0.01", "1"), ("0.03", "1")
+    ]  # fmt: skip
+    code, out, _ = run_compare(capsys, tmp_path / "adam", "--group-by", "optimizer")
+    assert code == 0 and out.splitlines()[0].endswith(", nothing folded: optimizer is the same in every run")
+
+
+def test_the_title_names_the_keys_that_came_with_a_folded_choice(tmp_path, capsys):
+    make_run(tmp_path / "a", set={"optimizer": SGD, "seed": 1})  # lr 0.1
+    make_run(tmp_path / "b")  # adam, lr 0.001
+    code, out, _ = run_compare(capsys, tmp_path, "--group-by", "optimizer,seed", "--format", "md")
+    assert code == 0 and out.splitlines()[0] == f"**2 runs in {tmp_path}, mean ± std over seed, optimizer, optimizer.lr**"
+
+
 def test_a_single_run_in_a_group_has_no_std(tmp_path):
     make_run(tmp_path / "a", val_acc=[0.6])
     [group] = sort_items(group_runs(find_runs([tmp_path]), [], ["seed"])[0], "val/acc")

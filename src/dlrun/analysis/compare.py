@@ -24,7 +24,7 @@ from dlrun.analysis.query import (
     sort_items,
     varying_overrides,
 )
-from dlrun.analysis.runfolder import find_runs, load_run
+from dlrun.analysis.runfolder import find_runs, load_run, text
 from dlrun.analysis.table import print_table, table_console
 
 __all__ = ["main", "parser", "find_runs", "load_run", "differing_keys", "varying_overrides", "filter_runs", "group_runs", "sort_items"]
@@ -79,7 +79,10 @@ def parser() -> argparse.ArgumentParser:
         metavar="KEY",
         action="append",
         default=[],
-        help="fold runs that differ only in KEY (e.g. seed) into one row of mean ± std (n); repeatable or A,B",
+        help="fold runs that differ only in KEY (e.g. seed) into one row of mean ± std (n) over KEY; every other key "
+        "that differs keeps rows apart. A group name (optimizer) folds the choice and the keys that come with it "
+        "(each optimizer's default lr), not a key that varies within one choice (four Adam lr values stay four rows). "
+        "For a row per optimizer, fold the rest: --group-by seed,lr. The title names the keys folded. Repeatable or A,B",
     )
     p.add_argument(
         "--metric",
@@ -131,8 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dlrun compare: none of the {total} runs matches {' and '.join(args.filter)}", file=sys.stderr)
         return 1
     keys = differing_keys(runs)
-    items, keys = group_runs(runs, keys, by) if by else (runs, keys)
-    title = report.title(runs, total, args.filter, by)
+    items, kept = group_runs(runs, keys, by) if by else (runs, keys)
+    same = [b for b in by if len({text(run.get(b)) for run in runs}) == 1]
+    title = report.title(runs, total, args.filter, folded=[k for k in keys if k not in kept], same=same)
+    keys = kept
     if args.top is not None and args.top < len(items):
         title += f"; the first {args.top} shown"
     items = sort_items(items, sort, args.reverse)[: args.top]

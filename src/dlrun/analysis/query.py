@@ -219,18 +219,32 @@ class Group:
         return stat([float(v) for v in values])
 
 
-def folded(key: str, by: Sequence[str]) -> bool:
-    """Is `key` folded by a --group-by key? `optimizer.name` folds all of `optimizer.*`."""
+def folded(key: str, by: Sequence[str], runs: Sequence[Run]) -> bool:
+    """Is `key` folded by a --group-by key? A key folds itself; a group's choice (`optimizer.name`,
+    or the override `optimizer`) also folds the group's keys that come with the choice, such as each
+    optimizer's default lr, but not one that takes several values with one choice: folding over
+    optimizer, four Adam learning rates stay four rows."""
     for b in by:
         prefix = b[: -len(".name")] if b.endswith(".name") else b
-        if key == b or key == prefix or key.startswith(prefix + "."):
+        if key in (b, prefix):
+            return True
+        if key.startswith(prefix + ".") and _comes_with(key, b, runs):
             return True
     return False
 
 
+def _comes_with(key: str, choice: str, runs: Sequence[Run]) -> bool:
+    """Does every value of `choice` go with one value of `key` in these runs?"""
+    settings: dict[str, set[str]] = {}
+    for run in runs:
+        settings.setdefault(_setting(run.get(choice)), set()).add(_setting(run.get(key)))
+    return all(len(values) == 1 for values in settings.values())
+
+
 def group_runs(runs: Sequence[Run], keys: Sequence[str], by: Sequence[str]) -> tuple[list[Group], list[str]]:
-    """Fold runs that share every key of `keys` except the `by` ones; return the groups and the kept keys."""
-    kept = [k for k in keys if not folded(k, by)]
+    """Fold runs that share every key of `keys` except the folded ones (see `folded`); return the
+    groups and the kept keys. The folded keys are `keys` less the kept ones."""
+    kept = [k for k in keys if not folded(k, by, runs)]
     groups: dict[tuple, Group] = {}
     for run in runs:
         identity = tuple(_setting(run.get(k)) for k in kept)

@@ -190,16 +190,23 @@ def errors(items: Sequence[Run | Group]) -> list[str]:
     return [printable(f"{r.id} {r.status}: {r.error}") for r in runs if r.error]
 
 
-def title(runs: Sequence[Run], total: int, filters: Sequence[str] = (), by: Sequence[str] = ()) -> str:
-    """'8 runs in multirun/2026-11-26/14-03-11 (of 12; optimizer=adam), mean ± std over seed'."""
+def title(runs: Sequence[Run], total: int, filters: Sequence[str] = (), folded: Sequence[str] = (), same: Sequence[str] = ()) -> str:
+    """'8 runs in multirun/2026-11-26/14-03-11 (of 12; optimizer=adam), mean ± std over seed'.
+
+    `folded` are the keys the rows were folded over; `same` the --group-by keys that folded nothing,
+    having one value in every run.
+    """
     parent = os.path.commonpath([str(r.path) for r in runs]) if len(runs) > 1 else str(runs[0].path.parent)
     here = os.getcwd()
     where = os.path.relpath(parent, here) if parent.startswith(here + os.sep) else parent
     text_ = f"{len(runs)} run{'s' if len(runs) != 1 else ''} in {where}"
     if len(runs) != total:
         text_ += f" (of {total}; {' and '.join(filters)})"
-    if by:
-        text_ += f", mean ± std over {', '.join(header(b) for b in by)}"
+    alike = f"{', '.join(header(k) for k in same)} {'is' if len(same) == 1 else 'are'} the same in every run"
+    if folded:
+        text_ += f", mean ± std over {', '.join(header(k) for k in folded)}" + (f" ({alike})" if same else "")
+    elif same:
+        text_ += f", nothing folded: {alike}"
     return printable(text_)
 
 
