@@ -16,8 +16,9 @@ import pytest
 
 from dlrun import cli
 from dlrun.analysis import compare
+from dlrun.analysis.curves import label
 from dlrun.analysis.query import differing_keys, group_runs, sort_items
-from dlrun.analysis.runfolder import find_runs, load_run
+from dlrun.analysis.runfolder import find_runs, load_run, shown
 from tests.runfolders import SGD, make_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -143,6 +144,27 @@ def test_filter_on_an_unknown_key_names_close_ones(lr_sweep, capsys):
     assert code == 2 and line.startswith("dlrun compare: error: unknown key 'optimizer.lrr'; did you mean optimizer.lr,")
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--sort", "accuracy"], "unknown key 'accuracy'; did you mean val/acc, test/acc, train/acc?"),
+        (["--sort", "test_accuracy"], "unknown key 'test_accuracy'; did you mean test/acc?"),
+        (["--sort", "loss"], "unknown key 'loss'; did you mean val/loss, test/loss, train/loss?"),
+        (["--filter", "dropuot=0.1"], "unknown key 'dropuot'; did you mean regularization.dropout?"),
+        (["--group-by", "name"], "ambiguous key 'name'; did you mean dataset.name, device.name, model.name, optimizer.name?"),
+    ],
+)
+def test_an_unknown_key_names_the_keys_meant(lr_sweep, capsys, argv, message):
+    code, _, err = run_compare(capsys, lr_sweep, *argv)
+    assert code == 2 and err.strip().splitlines() == [f"dlrun compare: error: {message}"]
+
+
+def test_the_last_part_of_a_config_key_stands_for_it(lr_sweep, capsys):
+    assert {r["run"] for r in csv_rows(capsys, lr_sweep, "--filter", "lr=0.01")} == {"0", "1", "2"}
+    assert [r["run"] for r in csv_rows(capsys, lr_sweep, "--sort", "lr")] == ["3", "4", "5", "0", "1", "2"]
+    assert [r["optimizer.lr"] for r in csv_rows(capsys, lr_sweep, "--group-by", "seed,beta1")] == ["0.01", "0.001"]
+
+
 def test_group_by_seed_gives_mean_and_sample_std(lr_sweep, capsys):
     rows = csv_rows(capsys, lr_sweep, "--group-by", "seed")
     assert [r["optimizer.lr"] for r in rows] == ["0.01", "0.001"] and "seed" not in rows[0]
@@ -174,6 +196,34 @@ def test_group_by_a_group_name_folds_its_keys(tmp_path):
     groups, kept = group_runs(runs, differing_keys(runs), ["optimizer.name"])
     assert kept == ["regularization.dropout"]
     assert sorted(len(g.runs) for g in groups) == [1, 2]
+
+
+def test_group_by_a_group_name_keeps_a_key_that_varies_within_one_choice_apart(tmp_path, capsys, monkeypatch):
+    """-m optimizer=sgd,adam optimizer.lr=0.01,0.1: folding over optimizer leaves a row per lr;
+    four Adam runs that differ only in lr are never one row."""
+    monkeypatch.setenv("COLUMNS", "150")
+    for job, (optimizer, lr) in enumerate([("sgd", 0.01), ("sgd", 0.1), ("adam", 0.01), ("adam", 0.1)]):
+        make_run(tmp_path / "both" / str(job), set={"optimizer": SGD if optimizer == "sgd" else {"name": "adam"}, "optimizer.lr": lr})
+    rows = csv_rows(capsys, tmp_path / "both", "--group-by", "optimizer")
+    assert [(r["optimizer.lr"], r["n"]) for r in rows] == [("0.01", "2"), ("0.1", "2")]
+    assert [(r["optimizer.name"], r["n"]) for r in csv_rows(capsys, tmp_path / "both", "--group-by", "lr")] == [("sgd", "2"), ("adam", "2")]
+    code, out, _ = run_compare(capsys, tmp_path / "both", "--group-by", "optimizer")
+    assert code == 0 and out.startswith("4 runs in") and out.splitlines()[0].endswith(", mean ± std over optimizer")
+
+    for job, lr in enumerate([0.001, 0.003, 0.01, 0.03]):
+        make_run(tmp_path / "adam" / str(job), set={"optimizer.lr": lr})
+    assert [(r["optimizer.lr"], r["n"]) for r in csv_rows(capsys, tmp_path / "adam", "--group-by", "optimizer")] == [
+        ("0.001", "1"), ("0.003", "1"), ("0.01", "1"), ("0.03", "1")
+    ]  # fmt: skip
+    code, out, _ = run_compare(capsys, tmp_path / "adam", "--group-by", "optimizer")
+    assert code == 0 and out.splitlines()[0].endswith(", nothing folded: optimizer is the same in every run")
+
+
+def test_the_title_names_the_keys_that_came_with_a_folded_choice(tmp_path, capsys):
+    make_run(tmp_path / "a", set={"optimizer": SGD, "seed": 1})  # lr 0.1
+    make_run(tmp_path / "b")  # adam, lr 0.001
+    code, out, _ = run_compare(capsys, tmp_path, "--group-by", "optimizer,seed", "--format", "md")
+    assert code == 0 and out.splitlines()[0] == f"**2 runs in {tmp_path}, mean ± std over seed, optimizer, optimizer.lr**"
 
 
 def test_a_single_run_in_a_group_has_no_std(tmp_path):
@@ -349,3 +399,29 @@ def test_thread_count_is_not_a_column(tmp_path):
     make_run(tmp_path / "a", set={"device.threads": 0, "optimizer.lr": 0.01})
     make_run(tmp_path / "b", set={"device.threads": 1, "optimizer.lr": 0.1})
     assert differing_keys(find_runs([tmp_path])) == ["optimizer.lr"]
+
+
+def test_a_float_with_a_rounding_error_is_shown_as_meant_and_stored_exactly(tmp_path, capsys, monkeypatch):
+    """-m 'optimizer.lr=range(0.01,0.1,0.03)' makes 0.06999999999999999: people read 0.07, csv and json keep every digit."""
+    monkeypatch.setenv("COLUMNS", "150")
+    lrs = [0.01 + i * 0.03 for i in range(3)]
+    assert lrs[2] == 0.06999999999999999
+    for i, lr in enumerate(lrs):
+        make_run(tmp_path / str(i), set={"optimizer.lr": lr}, overrides=[f"optimizer.lr={lr}"], val_acc=[0.5, 0.6 + i / 10])
+    for fmt in ("table", "md"):
+        code, out, _ = run_compare(capsys, tmp_path, "--format", fmt)
+        assert code == 0 and "0.07 " in out and "0.0699" not in out, out
+    runs = find_runs([tmp_path])
+    assert label(runs[2], ["optimizer.lr"]) == "optimizer.lr=0.07"
+    assert [r["optimizer.lr"] for r in csv_rows(capsys, tmp_path)][0] == "0.06999999999999999"
+    code, out, _ = run_compare(capsys, tmp_path, "--format", "json")
+    assert json.loads(out)[0]["optimizer.lr"] == 0.06999999999999999
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(0.06999999999999999, "0.07"), (1e-05, "1e-05"), (0.0012345678, "0.0012345678"), (100.0, "100"), (3, "3"),
+     ([0.1, 0.06999999999999999], "[0.1,0.07]"), (math.nan, "nan"), (-math.inf, "-inf"), (True, "true"), ("adam", "adam")],
+)  # fmt: skip
+def test_shown_values(value, expected):
+    assert shown(value) == expected

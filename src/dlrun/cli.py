@@ -298,6 +298,56 @@ def version_line() -> str:
     return f"dlrun {__version__} (torch {of('torch')}, hydra-core {of('hydra-core')}, Python {sys.version.split()[0]})"
 
 
+def complete_subcommand(argv: list[str]) -> bool:
+    """Shell completion of subcommands; True when it answered and Hydra must not see the line.
+
+    Hydra's completion script runs `dlrun -sc query=bash` (or query=fish, query=zsh) with the
+    command line in $COMP_LINE, and Hydra would read `compare ...` as overrides and print a parse
+    error into the terminal. Here the first word also completes to a subcommand's name (Hydra then
+    adds its own choices), and a subcommand's arguments complete from its argparse parser: flags,
+    a flag's choices, and nothing for paths, so that bash completes file names itself (fish gets
+    the names listed). Any failure completes nothing, silently.
+    """
+    query = next((a[len("query=") :] for a in argv if a.startswith("query=")), None)
+    if query is None or not {"-sc", "--shell-completion"} & set(argv) or "COMP_LINE" not in os.environ:
+        return False
+    line = os.environ["COMP_LINE"]
+    point = os.environ.get("COMP_POINT", "")
+    line = line[: int(point)] if point.isdigit() else line  # the words before the cursor
+    words = line.split()
+    skip = 3 if words[1:2] == ["-m"] else 2 if words and Path(words[0]).name.startswith("python") else 1
+    words = words[skip:]  # the program: dlrun, python script.py, python -m dlrun
+    current = "" if not words or line.endswith((" ", "\t")) else words.pop()
+    if not words:  # the first word: a subcommand's name, besides Hydra's overrides
+        names = [name for name in SUBCOMMANDS if name.startswith(current)]
+        if names:
+            print("\n".join(names))
+        return False
+    if words[0] not in SUBCOMMANDS:
+        return False
+    try:
+        module = importlib.import_module(SUBCOMMANDS[words[0]].split(":")[0])
+        actions = getattr(module.parser(), "_actions", [])  # argparse lists no actions publicly
+        by_flag = {flag: action for action in actions for flag in action.option_strings}
+        flag = by_flag.get(words[-1]) if len(words) > 1 else None
+        value = flag is not None and flag.nargs != 0  # the word is that flag's value
+        if value:
+            choices = [str(c) for c in flag.choices or ()]
+        elif current.startswith("-"):
+            choices = list(by_flag)
+        else:
+            choices = []
+        if not choices and query == "fish" and (not value or flag.metavar == "FILE"):
+            folder = os.path.dirname(current)
+            choices = [os.path.join(folder, n) + ("/" if os.path.isdir(os.path.join(folder, n)) else "") for n in os.listdir(folder or ".")]
+        choices = [c for c in choices if c.startswith(current)]
+        if choices:
+            print("\n".join(choices))
+    except Exception:  # noqa: BLE001  completion must never print a traceback into the command line being typed
+        pass
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """The exit code of `dlrun ARGV...` (a run or sweep may also end the process with sys.exit)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -305,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         print(version_line())
         return 0
     try:
+        if complete_subcommand(argv):
+            return 0
         if argv and argv[0] in SUBCOMMANDS:
             module, function = SUBCOMMANDS[argv[0]].split(":")
             return getattr(importlib.import_module(module), function)(argv[1:])

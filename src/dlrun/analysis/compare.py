@@ -24,7 +24,7 @@ from dlrun.analysis.query import (
     sort_items,
     varying_overrides,
 )
-from dlrun.analysis.runfolder import find_runs, load_run
+from dlrun.analysis.runfolder import find_runs, load_run, text
 from dlrun.analysis.table import print_table, table_console
 
 __all__ = ["main", "parser", "find_runs", "load_run", "differing_keys", "varying_overrides", "filter_runs", "group_runs", "sort_items"]
@@ -41,9 +41,11 @@ examples:
   dlrun compare multirun/2026-11-26/14-03-11 --plot curves.png --metric val/loss
 
 KEY is a config key (optimizer.lr, model.name; a group name such as `optimizer` means
-optimizer.name), an override key, or one of: status, epochs_done, epochs, run, and the metrics
-val/acc val/loss (at the epoch of best val/acc, whose weights a run keeps and tests), test/acc
-test/loss, train/acc train/loss (last epoch), best_epoch, time_s (wall-clock seconds), params.
+optimizer.name, and the last part of a key means the one key that ends so: `lr` is optimizer.lr;
+where several do, as with `name`, the error lists them), an override key, or one of: status,
+epochs_done, epochs, run, and the metrics val/acc val/loss (at the epoch of best val/acc, whose
+weights a run keeps and tests), test/acc test/loss, train/acc train/loss (last epoch),
+best_epoch, time_s (wall-clock seconds), params. An unknown KEY is an error naming the nearest.
 
 Columns: the run (its path below the runs' common parent), the config keys whose values differ
 (except those that cannot change what a run learns: trainer.progress, plots, checkpoints,
@@ -77,7 +79,10 @@ def parser() -> argparse.ArgumentParser:
         metavar="KEY",
         action="append",
         default=[],
-        help="fold runs that differ only in KEY (e.g. seed) into one row of mean ± std (n); repeatable or A,B",
+        help="fold runs that differ only in KEY (e.g. seed) into one row of mean ± std (n) over KEY; every other key "
+        "that differs keeps rows apart. A group name (optimizer) folds the choice and the keys that come with it "
+        "(each optimizer's default lr), not a key that varies within one choice (four Adam lr values stay four rows). "
+        "For a row per optimizer, fold the rest: --group-by seed,lr. The title names the keys folded. Repeatable or A,B",
     )
     p.add_argument(
         "--metric",
@@ -129,8 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dlrun compare: none of the {total} runs matches {' and '.join(args.filter)}", file=sys.stderr)
         return 1
     keys = differing_keys(runs)
-    items, keys = group_runs(runs, keys, by) if by else (runs, keys)
-    title = report.title(runs, total, args.filter, by)
+    items, kept = group_runs(runs, keys, by) if by else (runs, keys)
+    same = [b for b in by if len({text(run.get(b)) for run in runs}) == 1]
+    title = report.title(runs, total, args.filter, folded=[k for k in keys if k not in kept], same=same)
+    keys = kept
     if args.top is not None and args.top < len(items):
         title += f"; the first {args.top} shown"
     items = sort_items(items, sort, args.reverse)[: args.top]

@@ -61,9 +61,10 @@ def varying_overrides(runs: Sequence[Run]) -> list[str]:
 
 
 def resolve_key(key: str, runs: Sequence[Run]) -> str:
-    """A user's KEY as a run knows it: `time` -> `time_s`, a group name `optimizer` -> `optimizer.name`.
+    """A user's KEY as a run knows it: `time` -> `time_s`, a group name `optimizer` -> `optimizer.name`,
+    the last part of one config key `lr` -> `optimizer.lr`.
 
-    Raises KeyError with a one-line message naming the closest known keys.
+    Raises KeyError with a one-line message naming the keys the user may have meant.
     """
     key = ALIASES.get(key, key)
     if key in FIELDS or key in METRICS:
@@ -72,9 +73,35 @@ def resolve_key(key: str, runs: Sequence[Run]) -> str:
     for candidate in (key, f"{key}.name"):
         if candidate in known:
             return candidate
-    close = difflib.get_close_matches(key, sorted(known | set(METRICS) | set(FIELDS)), n=3)
+    endings = sorted(k for k in known if k.endswith("." + key))
+    if len(endings) == 1:
+        return endings[0]
+    if endings:
+        raise KeyError(f"ambiguous key {key!r}; did you mean {', '.join(endings)}?")
+    close = nearest_keys(key, known)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise KeyError(f"unknown key {key!r}{hint}")
+
+
+# What people call a metric when they do not know its name: each word names the metrics' last part.
+METRIC_WORDS = {"accuracy": "acc", "acc": "acc", "loss": "loss"}
+
+
+def nearest_keys(key: str, known: set[str], n: int = 3) -> list[str]:
+    """The keys a mistyped KEY most likely meant: `accuracy` -> val/acc, test/acc, train/acc;
+    `val_accuracy` -> val/acc; `optimizer.lrr` -> optimizer.lr; `dropuot` -> regularization.dropout."""
+    words = [METRIC_WORDS.get(w, w) for w in re.split(r"[/_.\- ]", key.lower())]
+    if words[-1] in METRIC_WORDS.values():
+        metrics = [m for m in METRICS if m.endswith("/" + words[-1])]
+        return [m for m in metrics if m.split("/")[0] in words] or metrics  # val_accuracy -> val/acc
+    names = sorted(known | set(METRICS) | set(FIELDS))
+    close = difflib.get_close_matches(key, names, n=n)
+    by_last_part: dict[str, list[str]] = {}
+    for name in names:
+        by_last_part.setdefault(name.rsplit(".", 1)[-1], []).append(name)
+    for part in difflib.get_close_matches(key, list(by_last_part), n=n):
+        close += by_last_part[part]
+    return list(dict.fromkeys(close))[:n]
 
 
 def higher_is_better(key: str) -> bool:
@@ -192,18 +219,32 @@ class Group:
         return stat([float(v) for v in values])
 
 
-def folded(key: str, by: Sequence[str]) -> bool:
-    """Is `key` folded by a --group-by key? `optimizer.name` folds all of `optimizer.*`."""
+def folded(key: str, by: Sequence[str], runs: Sequence[Run]) -> bool:
+    """Is `key` folded by a --group-by key? A key folds itself; a group's choice (`optimizer.name`,
+    or the override `optimizer`) also folds the group's keys that come with the choice, such as each
+    optimizer's default lr, but not one that takes several values with one choice: folding over
+    optimizer, four Adam learning rates stay four rows."""
     for b in by:
         prefix = b[: -len(".name")] if b.endswith(".name") else b
-        if key == b or key == prefix or key.startswith(prefix + "."):
+        if key in (b, prefix):
+            return True
+        if key.startswith(prefix + ".") and _comes_with(key, b, runs):
             return True
     return False
 
 
+def _comes_with(key: str, choice: str, runs: Sequence[Run]) -> bool:
+    """Does every value of `choice` go with one value of `key` in these runs?"""
+    settings: dict[str, set[str]] = {}
+    for run in runs:
+        settings.setdefault(_setting(run.get(choice)), set()).add(_setting(run.get(key)))
+    return all(len(values) == 1 for values in settings.values())
+
+
 def group_runs(runs: Sequence[Run], keys: Sequence[str], by: Sequence[str]) -> tuple[list[Group], list[str]]:
-    """Fold runs that share every key of `keys` except the `by` ones; return the groups and the kept keys."""
-    kept = [k for k in keys if not folded(k, by)]
+    """Fold runs that share every key of `keys` except the folded ones (see `folded`); return the
+    groups and the kept keys. The folded keys are `keys` less the kept ones."""
+    kept = [k for k in keys if not folded(k, by, runs)]
     groups: dict[tuple, Group] = {}
     for run in runs:
         identity = tuple(_setting(run.get(k)) for k in kept)

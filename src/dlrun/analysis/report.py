@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import IO, Any
 
 from dlrun.analysis.query import Group, Stat, higher_is_better
-from dlrun.analysis.runfolder import METRICS, Run, text
+from dlrun.analysis.runfolder import METRICS, Run, shown, text
 
 SHOWN_METRICS = ("val/acc", "test/acc", "test/loss")  # the table's metric columns; time_s comes last
 GROUP_CSV_METRICS = ("epochs_done", "val/acc", "val/loss", "test/acc", "test/loss", "train/acc", "train/loss", "time_s")
@@ -46,7 +46,9 @@ def duration(seconds: float) -> str:
 
 
 def human(key: str, value: Any) -> str:
-    """One cell as a person reads it: 97.31%, 0.0832, 2m 05s, [128,256], 97.31 ± 0.12%; nan, inf."""
+    """One cell as a person reads it: 97.31%, 0.0832, 2m 05s, [128,256], 97.31 ± 0.12%; nan, inf.
+
+    Config values are shown at 12 significant digits (runfolder.shown); csv and json keep them exact."""
     if value is None or value == "":
         return MISSING
     if isinstance(value, Stat):
@@ -59,7 +61,7 @@ def human(key: str, value: Any) -> str:
             return mean if not std else f"{mean[:-1]} ± {std}"
         return mean if not std else f"{mean} ± {std}"
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(_float(value)):
-        return printable(text(value))  # nan, inf, -inf; and the text of a value that is not a number, whatever its key
+        return printable(shown(value))  # nan, inf, -inf; and the text of a value that is not a number, whatever its key
     if key.endswith("/acc"):
         return f"{100 * value:.2f}%"
     if key.endswith("/loss"):
@@ -68,10 +70,7 @@ def human(key: str, value: Any) -> str:
         return duration(value)
     if key == "params":
         return f"{int(value):,}"
-    if isinstance(value, float):  # 1e-05, 0.001, 1e+12; more digits only where 6 would merge two values
-        short = f"{value:g}"
-        return short if float(short) == value else repr(value)
-    return printable(text(value))
+    return shown(value)  # 1e-05, 0.001, 1e+12; 0.07 for a range() sweep's 0.06999999999999999
 
 
 def _float(value: int | float) -> float:
@@ -191,16 +190,23 @@ def errors(items: Sequence[Run | Group]) -> list[str]:
     return [printable(f"{r.id} {r.status}: {r.error}") for r in runs if r.error]
 
 
-def title(runs: Sequence[Run], total: int, filters: Sequence[str] = (), by: Sequence[str] = ()) -> str:
-    """'8 runs in multirun/2026-11-26/14-03-11 (of 12; optimizer=adam), mean ± std over seed'."""
+def title(runs: Sequence[Run], total: int, filters: Sequence[str] = (), folded: Sequence[str] = (), same: Sequence[str] = ()) -> str:
+    """'8 runs in multirun/2026-11-26/14-03-11 (of 12; optimizer=adam), mean ± std over seed'.
+
+    `folded` are the keys the rows were folded over; `same` the --group-by keys that folded nothing,
+    having one value in every run.
+    """
     parent = os.path.commonpath([str(r.path) for r in runs]) if len(runs) > 1 else str(runs[0].path.parent)
     here = os.getcwd()
     where = os.path.relpath(parent, here) if parent.startswith(here + os.sep) else parent
     text_ = f"{len(runs)} run{'s' if len(runs) != 1 else ''} in {where}"
     if len(runs) != total:
         text_ += f" (of {total}; {' and '.join(filters)})"
-    if by:
-        text_ += f", mean ± std over {', '.join(header(b) for b in by)}"
+    alike = f"{', '.join(header(k) for k in same)} {'is' if len(same) == 1 else 'are'} the same in every run"
+    if folded:
+        text_ += f", mean ± std over {', '.join(header(k) for k in folded)}" + (f" ({alike})" if same else "")
+    elif same:
+        text_ += f", nothing folded: {alike}"
     return printable(text_)
 
 
@@ -209,5 +215,5 @@ def caption(runs: Sequence[Run], sort: str, reverse: bool = False) -> str:
     best_first = higher_is_better(sort) != reverse
     order = f"sorted by {header(sort)}, {'highest' if best_first else 'lowest'} first"
     shared = [k for k in runs[0].config if k.endswith(".name") and len({text(r.config.get(k)) for r in runs}) == 1]
-    same = " ".join(f"{header(k)}={text(runs[0].config[k])}" for k in shared)
+    same = " ".join(f"{header(k)}={shown(runs[0].config[k])}" for k in shared)
     return printable(order + (f"; same in every run: {same}" if same else ""))

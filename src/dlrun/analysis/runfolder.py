@@ -77,7 +77,10 @@ class Run:
 
 
 # ---------------------------------------------------------------------------------------------
-# Values: one text form for lists, booleans and numbers, the one `--filter` and the csv use.
+# Values: one text form for lists, booleans and numbers, the one `--filter` and the csv use; and
+# the form people read, with floats rounded to what a person typed.
+
+SHOWN_DIGITS = 12  # significant digits of a float shown to people: 0.01 + 2 * 0.03 reads 0.07, not 0.06999999999999999
 
 
 def text(value: Any) -> str:
@@ -91,6 +94,21 @@ def text(value: Any) -> str:
     if isinstance(value, dict):
         return "{" + ",".join(f"{k}:{text(v)}" for k, v in value.items()) + "}"
     return str(value)
+
+
+def shown(value: Any) -> str:
+    """text(), with each float at SHOWN_DIGITS significant digits: what tables, legends and titles print.
+
+    A float that range() or arithmetic left a rounding error in (0.06999999999999999) reads as
+    the value that was meant (0.07); the stored config, csv and json keep the exact value.
+    """
+    if isinstance(value, float):
+        return f"{value:.{SHOWN_DIGITS}g}"  # nan, inf and -inf as text() spells them
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(shown(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{shown(v)}" for k, v in value.items()) + "}"
+    return text(value)
 
 
 def flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,12 +1,17 @@
 """The pictures of a run: learning curves, the test confusion matrix, and sample predictions.
 
-matplotlib is imported inside each function, with the Agg backend: no display is needed.
+matplotlib is imported inside each function, with the Agg backend: no display is needed. Titles
+are wrapped to the figure's width, so that a long experiment name is never cut.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+
+from dlrun.analysis.curves import text_width, wrap_to_width
+
+TITLE_POINTS = 12
 
 
 def _pyplot():
@@ -18,10 +23,15 @@ def _pyplot():
     return plt
 
 
+def _fit(fig, title: str) -> str:
+    """`title` wrapped to the figure's width."""
+    return wrap_to_width(title, 0.95 * fig.bbox.width, text_width(TITLE_POINTS, fig.canvas.get_renderer()))
+
+
 def plot_training_curves(rows: Sequence[dict], path: Path, title: str = "") -> None:
     """Loss and accuracy per epoch, train against val (or test when there is no val split)."""
     plt = _pyplot()
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
 
     epochs = [int(r["epoch"]) for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
@@ -33,12 +43,14 @@ def plot_training_curves(rows: Sequence[dict], path: Path, title: str = "") -> N
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.set_ylabel("accuracy" if metric == "acc" else "loss")
+        if metric == "acc":
+            ax.yaxis.set_major_formatter(PercentFormatter(1.0))  # 98%, as the console and compare print it
         ax.grid(alpha=0.3)
         ax.legend()
     axes[0].set_title("loss")
     axes[1].set_title("accuracy")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(_fit(fig, title), fontsize=TITLE_POINTS)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -52,7 +64,8 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str
     image = ax.imshow(matrix, cmap="Blues")
     fig.colorbar(image, ax=ax, shrink=0.8)
     labels = [str(c) for c in classes]
-    ax.set_xticks(range(n), labels, rotation=45 if max(map(len, labels)) > 2 else 0, ha="right" if max(map(len, labels)) > 2 else "center")
+    long_names = max(map(len, labels)) > 2  # 'T-shirt/top' is slanted; digits stand upright
+    ax.set_xticks(range(n), labels, rotation=45 if long_names else 0, ha="right" if long_names else "center", rotation_mode="anchor")
     ax.set_yticks(range(n), labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
@@ -62,7 +75,7 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str
             for j in range(n):
                 value = matrix[i][j]
                 ax.text(j, i, str(value), ha="center", va="center", fontsize=8, color="white" if value > peak / 2 else "black")
-    ax.set_title(title or "test confusion matrix")
+    fig.suptitle(_fit(fig, title or "test confusion matrix"), fontsize=TITLE_POINTS)  # over the matrix and its colour bar
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from dlrun.analysis.runfolder import RUN_FOLDER_FORMAT
+from dlrun.analysis.runfolder import RUN_FOLDER_FORMAT, shown
 from dlrun.config import validate
 from dlrun.errors import ConfigError, Diverged, DlrunError
 from dlrun.training.checkpoint import restore
@@ -70,7 +70,7 @@ def describe_experiment(cfg: DictConfig) -> str:
     parts = [name for name, on in switches.items() if on]
     family = cfg.model.get("variant") or cfg.model.get("cell")  # cnn.variant / rnn.cell choose inside a family
     model = f"{cfg.model.name} {family}" if family else cfg.model.name
-    text = f"{model} + {cfg.optimizer.name} (lr {cfg.optimizer.lr:g}) on {cfg.dataset.name}"
+    text = f"{model} + {cfg.optimizer.name} (lr {shown(cfg.optimizer.lr)}) on {cfg.dataset.name}"
     return text + (f", {' + '.join(parts)}" if parts else "")
 
 
