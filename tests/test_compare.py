@@ -425,3 +425,13 @@ def test_a_float_with_a_rounding_error_is_shown_as_meant_and_stored_exactly(tmp_
 )  # fmt: skip
 def test_shown_values(value, expected):
     assert shown(value) == expected
+
+
+def test_refused_runs_are_hidden_unless_asked_for(tmp_path, capsys):
+    make_run(tmp_path / "good")
+    make_run(tmp_path / "typo", status="refused", set={"modle": "mlp"})
+    assert compare.main([str(tmp_path), "--format", "json"]) == 0
+    out, err = capsys.readouterr()
+    assert [row["run"] for row in json.loads(out)] == ["good"] and "1 run refused before the first step not shown (--all shows them)" in err
+    assert compare.main([str(tmp_path), "--format", "json", "--all"]) == 0
+    assert sorted(row["run"] for row in json.loads(capsys.readouterr().out)) == ["good", "typo"]

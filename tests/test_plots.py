@@ -80,6 +80,18 @@ def test_training_curves_with_a_long_title_show_accuracy_in_percent(tmp_path, sa
     assert all(t.get_text().endswith("%") for t in accuracy.get_yticklabels() if t.get_text())
 
 
+@pytest.mark.parametrize("lrs", [[0.01] * 6, [0.001, 0.002, 0.001, 0.0005, 0.0001, 1e-6]], ids=["constant", "scheduled"])
+def test_training_curves_draw_the_lr_only_when_it_changes(tmp_path, saved, lrs):
+    rows = [{"epoch": e, "train/loss": 1 / e, "train/acc": 0.9, "val/loss": 1 / e, "val/acc": 0.9, "lr": lr} for e, lr in enumerate(lrs, 1)]
+    plot_training_curves(rows, tmp_path / "curves.png", title=TITLE)
+    [(fig, outside)] = saved
+    assert outside == []
+    panels = [ax.get_title() for ax in fig.axes]
+    assert panels == (["loss", "accuracy", "learning rate"] if len(set(lrs)) > 1 else ["loss", "accuracy"])
+    if len(set(lrs)) > 1:
+        assert list(fig.axes[2].lines[0].get_ydata()) == lrs and fig.axes[2].get_yscale() == "log"
+
+
 def sweep(folder: Path, jobs: int, label_words: int) -> None:
     """Jobs whose legend labels are about 20 + 12 * label_words characters long."""
     for job in range(jobs):

@@ -93,6 +93,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--format", choices=("table", "csv", "json", "md"), default="table", help="output format (default: table)")
     p.add_argument("--top", metavar="N", type=int, help="show only the first N rows")
+    p.add_argument("--all", action="store_true", help="also list runs refused before their first step (a typo in a sweep's job, say)")
     p.add_argument("--plot", metavar="FILE", help="write the per-epoch curves of --metric for every run to FILE (png, pdf, svg)")
     return p
 
@@ -111,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         runs = find_runs(args.paths, notes)
     except FileNotFoundError as err:
         return fail(str(err))
+    refused = [run for run in runs if run.status == "refused"]
+    if refused and not args.all:  # they hold nothing to compare, and their keys would only widen the table
+        runs = [run for run in runs if run.status != "refused"]
+        notes.append(f"{len(refused)} run{'s' if len(refused) != 1 else ''} refused before the first step not shown (--all shows them)")
     for note in notes:
         print(report.printable(note), file=sys.stderr)
     if not runs:

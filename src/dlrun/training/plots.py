@@ -29,13 +29,26 @@ def _fit(fig, title: str) -> str:
 
 
 def plot_training_curves(rows: Sequence[dict], path: Path, title: str = "") -> None:
-    """Loss and accuracy per epoch, train against val (or test when there is no val split)."""
+    """Loss and accuracy per epoch, train against val (or test when there is no val split); and,
+    when the learning rate changed during the run, a small panel of the lr each epoch started with."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator, PercentFormatter
 
     epochs = [int(r["epoch"]) for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
-    for ax, metric in zip(axes, ("loss", "acc"), strict=True):
+    rates = [float(r["lr"]) for r in rows if "lr" in r]
+    scheduled = len(set(rates)) > 1
+    if scheduled:
+        fig, axes = plt.subplots(1, 3, figsize=(13, 4), constrained_layout=True, width_ratios=[1, 1, 0.6])
+        lr_ax = axes[2]
+        lr_ax.plot(epochs, rates, "-o", markersize=3, color="tab:purple")
+        lr_ax.set_yscale("log" if max(rates) / max(min(rates), 1e-300) > 50 else "linear")
+        lr_ax.set_title("learning rate")
+        lr_ax.set_xlabel("epoch")
+        lr_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        lr_ax.grid(alpha=0.3)
+    else:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for ax, metric in zip(axes[:2], ("loss", "acc"), strict=True):
         for split, style in (("train", "-o"), ("val", "-s"), ("test", "-^")):
             key = f"{split}/{metric}"
             if rows and key in rows[0]:
