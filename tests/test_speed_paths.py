@@ -184,3 +184,14 @@ def test_a_non_finite_loss_names_its_step():
     _check_finite(losses[:2], 0, 10)  # finite: no error
     with pytest.raises(Diverged, match=r"became inf at step 3 of 10"):
         _check_finite(losses, 1, 10)
+
+
+def test_parallel_jobs_take_one_gpu_each():
+    from dlrun.training.device import job_device
+
+    cuda = torch.device("cuda")
+    assert [job_device(cuda, slot, 4) for slot in range(6)] == [torch.device("cuda", i) for i in (0, 1, 2, 3, 0, 1)]
+    assert job_device(cuda, 3, 1) == cuda  # one GPU: every job on it
+    assert job_device(torch.device("cpu"), 3, 4) == torch.device("cpu")
+    assert job_device(torch.device("cuda", 2), 3, 4) == torch.device("cuda", 2)  # a GPU named on purpose stays
+    assert job_device(cuda, None, 4) == cuda  # not a parallel job

@@ -46,7 +46,8 @@ def task(cfg) -> float:
     parallel = in_sweep and _parallel_jobs(hydra_cfg)
     try:
         with stop_on_signals(process_ends_after_a_stop=True) as stop:
-            summary = _run(cfg, run_dir, overrides, stop, console=_silent_console() if parallel else None, job_log=_job_log())
+            summary = _run(cfg, run_dir, overrides, stop, console=_silent_console() if parallel else None, job_log=_job_log(),
+                           gpu_slot=hydra_cfg.job.num if parallel else None)  # fmt: skip
         if parallel:  # jobs side by side would interleave their epoch lines: one line each, the rest in dlrun.log
             print(_job_line(hydra_cfg.job.num, overrides, summary, run_dir), flush=True)
         if stop() and summary.get("status") == "completed":
@@ -118,7 +119,7 @@ def objective(summary: dict) -> float:
     return float(value) if isinstance(value, (int, float)) else math.nan
 
 
-def _run(cfg, run_dir: Path, overrides: list[str], stop, console=None, job_log: str | None = None) -> dict:
+def _run(cfg, run_dir: Path, overrides: list[str], stop, console=None, job_log: str | None = None, gpu_slot: int | None = None) -> dict:
     from dlrun.config import validate
     from dlrun.training.resume import plan_resume
 
@@ -130,7 +131,7 @@ def _run(cfg, run_dir: Path, overrides: list[str], stop, console=None, job_log: 
 
     folder = plan.folder or run_dir
     return execute(plan.cfg, folder, console=console, overrides=plan.overrides, resume=plan.folder is not None, stop=stop,
-                   job_log=job_log)  # fmt: skip
+                   job_log=job_log, gpu_slot=gpu_slot)  # fmt: skip
 
 
 def _describe_failure(err: Exception, run_dir: Path) -> tuple[int, str]:

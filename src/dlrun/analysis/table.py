@@ -19,7 +19,15 @@ from dlrun.analysis.query import Group, Stat, higher_is_better
 from dlrun.analysis.report import METRICS, epochs_cell, header, human, human_columns, item_value
 from dlrun.analysis.runfolder import Run
 
-STATUS_STYLE = {"completed": "green", "running": "cyan", "failed": "red", "diverged": "magenta", "interrupted": "yellow", "refused": "dim", "unknown": "dim"}
+STATUS_STYLE = {
+    "completed": "green",
+    "running": "cyan",
+    "failed": "red",
+    "diverged": "magenta",
+    "interrupted": "yellow",
+    "refused": "dim",
+    "unknown": "dim",
+}
 
 
 def table_console(file: IO[str] | None = None) -> Console:

@@ -27,6 +27,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def job_device(device: torch.device, slot: int | None, gpus: int) -> torch.device:
+    """The GPU of one of several jobs running side by side (joblib): job `slot` takes GPU slot % gpus,
+    so four parallel jobs on a four-GPU machine use one GPU each instead of all using GPU 0."""
+    if slot is None or device.type != "cuda" or device.index is not None or gpus < 2:
+        return device
+    return torch.device("cuda", slot % gpus)
+
+
 def set_threads(threads: int) -> int:
     """Use `threads` CPU threads (0 keeps torch's default) and return the count before, to restore.
 

@@ -24,7 +24,7 @@ from dlrun.errors import ConfigError, Diverged, DlrunError
 from dlrun.training.checkpoint import restore
 from dlrun.training.console import Reporter
 from dlrun.training.data import Data, load_dataset
-from dlrun.training.device import describe, flush_denormals_everywhere, resolve_device, seed_everything, set_threads
+from dlrun.training.device import describe, flush_denormals_everywhere, job_device, resolve_device, seed_everything, set_threads
 from dlrun.training.distributed import SINGLE, SyncedStop, World, device_for, per_rank_batch, threads_for, world
 from dlrun.training.engine import Loop, LoopState
 from dlrun.training.hooks import EarlyStopping, build_schedule
@@ -172,6 +172,7 @@ def execute(
     resume: bool = False,
     stop: StopRequest | None = None,
     job_log: str | None = None,
+    gpu_slot: int | None = None,
 ) -> dict[str, Any]:
     """Run the experiment `cfg` into `run_dir` (continuing its last.pt when `resume`); return the
     summary also written to summary.json.
@@ -208,6 +209,9 @@ def execute(
     threads_before = set_threads(threads_for(cfg.device.threads, place))
     try:
         device = device_for(resolve_device(cfg.device.name), place)
+        device = job_device(device, gpu_slot, torch.cuda.device_count() if device.type == "cuda" else 0)
+        if device.type == "cuda" and device.index is not None:
+            torch.cuda.set_device(device)
         data = load_dataset(cfg.dataset.name, device=device, **dataset_kwargs(cfg))
         loop, step_name = build_loop(cfg, data, device, recorder, reporter, stop, place)
         if resume:
