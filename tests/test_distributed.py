@@ -44,3 +44,29 @@ def test_torchrun_refuses_a_global_batch_that_does_not_divide(tmp_path):
     assert done.returncode != 0
     assert "trainer.batch_size=63 is the global batch and must divide evenly among 2 processes" in done.stderr
     shutil.rmtree(tmp_path / "outputs", ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_torchrun_stops_every_rank_and_resume_continues(tmp_path):
+    import signal
+    import time
+
+    run_dir = tmp_path / "run"
+    args = ["trainer.epochs=30", "trainer.batch_size=16", "trainer.plots=false", "trainer.progress=off", "device.threads=1"]
+    proc = subprocess.Popen([*TORCHRUN, *args, f"hydra.run.dir={run_dir}"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=subprocess_env())  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not ((run_dir / "metrics.csv").is_file() and len((run_dir / "metrics.csv").read_text().splitlines()) > 3):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    summary = read_summary(run_dir)
+    assert summary["status"] == "interrupted" and 3 <= summary["epochs_completed"] < 30
+    assert len(rows(run_dir)) == summary["epochs_completed"]
+    done = subprocess.run([*TORCHRUN, f"resume={run_dir}", "trainer.progress=off"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600, env=subprocess_env())  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = read_summary(run_dir)
+    assert summary["status"] == "completed" and summary["epochs_completed"] == 30
+    assert [row["epoch"] for row in rows(run_dir)] == list(range(1, 31))

@@ -95,6 +95,10 @@ def check_last(checkpoint: dict[str, Any], loop: Loop, cfg: DictConfig, path: Pa
     saved = checkpoint.get("config")
     if saved is not None:
         _check_same_config(saved, cfg, path)
+    size = loop.train_settings.world.size
+    if checkpoint.get("world_size", 1) != size:  # the shards, and so the data order, depend on it
+        written = checkpoint.get("world_size", 1)
+        raise ResumeError(f"{path} was written by {written} torchrun process(es); resume it with that many, not {size}")
 
 
 def _check_optimizer(saved: Any, optimizer: torch.optim.Optimizer, path: Path) -> None:

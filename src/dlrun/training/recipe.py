@@ -159,7 +159,7 @@ def build_loop(cfg: DictConfig, data: Data, device: torch.device, recorder: RunR
     loop = Loop(model=model, forward=forward, optimizer=optimizer, step=step, data=data, train_settings=train_settings,
                 eval_settings=eval_settings, generator=generator, epochs=trainer.epochs, recorder=recorder, reporter=reporter,
                 checkpoints=trainer.checkpoints, hooks=hooks, stop=stop,
-                checkpoint_extra={"config": OmegaConf.to_container(cfg, resolve=True)})  # fmt: skip
+                checkpoint_extra={"config": OmegaConf.to_container(cfg, resolve=True), "world_size": place.size})  # fmt: skip
     return loop, step_name
 
 
