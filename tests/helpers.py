@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
 import struct
+import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -116,3 +118,19 @@ def make_cifar10(root: Path, n_train: int = 20, n_test: int = 10, test_labels: l
         "test_list": [batch("test_batch", n_test, test_labels)],
         "meta": {"filename": meta[0], "key": "label_names", "md5": meta[1]},
     }
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, size: str):
+    """A real filesystem of `size` (a tmpfs, e.g. "3m") mounted at `folder`, to fill up; the test is
+    skipped, saying why, where mounting is not allowed (CI runs as root, where it is)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True)
+    if done.returncode != 0:
+        reason = f"cannot mount a tmpfs (root needed): {done.stderr.strip()}"
+        print(reason)
+        pytest.skip(reason)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "--lazy", str(folder)], check=False)  # lazy: a failed test may still hold a file open

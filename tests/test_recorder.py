@@ -19,22 +19,16 @@ from dlrun.training import lock
 from dlrun.training.lock import lock_holder
 from dlrun.training.recorder import RESERVE_NAME, RunRecorder
 from dlrun.training.storage import TEMP_SUFFIX
+from tests.helpers import tmpfs
 
 SOURCES = Path(dlrun.__file__).resolve().parents[1]  # this checkout's src/, for subprocesses
 
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A real 3 MB filesystem (tmpfs) to fill up; skipped where mounting is not allowed."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True, text=True)
-    if result.returncode != 0:
-        reason = f"cannot mount a tmpfs (root needed): {result.stderr.strip()}"
-        print(reason)
-        pytest.skip(reason)
-    yield mount
-    subprocess.run(["umount", "--lazy", str(mount)], check=True)  # lazy: a failed test may still hold a file open
+    """A real 3 MB filesystem to fill up."""
+    with tmpfs(tmp_path / "disk", "3m") as mount:
+        yield mount
 
 
 def fill(folder: Path) -> Path:

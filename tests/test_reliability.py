@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import QUICK, read_summary, subprocess_env
+from tests.helpers import QUICK, read_summary, subprocess_env, tmpfs
 
 DLRUN = [sys.executable, "-m", "dlrun"]
 
@@ -30,14 +30,9 @@ def interrupted(run_dlrun, interrupt_at_epoch, run_dir: Path, *overrides: str, a
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 700 kB tmpfs: room for a run's start, not for the MLP's Adam checkpoint (~0.5 MB)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=700k", "tmpfs", str(mount)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); CI runs as root and can")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    """A 700 kB filesystem: room for a run's start, not for the MLP's Adam checkpoint (~0.5 MB)."""
+    with tmpfs(tmp_path / "disk", "700k") as mount:
+        yield mount
 
 
 def test_a_full_disk_ends_the_run_as_failed_in_one_line(run_dlrun, small_disk, capsys):
