@@ -1,4 +1,4 @@
-"""Synthetic run folders that follow the contract in DESIGN.md, for testing what reads them.
+"""Synthetic run folders that follow docs/run-folder.md, for testing what reads them.
 
 `make_run(folder, set={"optimizer.lr": 0.01}, val_acc=[0.5, 0.7])` writes summary.json,
 metrics.csv and .hydra/{config,overrides}.yaml the way `dlrun` does, with the metrics chosen by

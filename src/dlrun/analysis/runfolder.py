@@ -1,6 +1,6 @@
 """Reading run folders: everything `dlrun compare` and the sweep summary know about a run.
 
-A run folder describes itself (see DESIGN.md): summary.json carries the status, the resolved config,
+A run folder describes itself (docs/run-folder.md is its format): summary.json carries the status, the resolved config,
 the task overrides and the best/test metrics; metrics.csv has one row per finished epoch. This
 module reads those files and nothing else — no torch, no Hydra — so comparing a thousand runs
 takes a fraction of a second. YAML is read only for folders whose summary.json lacks the config.
