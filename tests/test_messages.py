@@ -77,3 +77,13 @@ def test_after_ctrl_c_dlrun_says_how_to_continue(run_dlrun, interrupt_at_epoch, 
     with pytest.raises(SystemExit):
         run_dlrun(*QUICK, run_dir=tmp_path / "run")
     assert f"continue with: dlrun resume={tmp_path / 'run'}" in capsys.readouterr().err
+
+
+def test_help_into_a_pager_that_quits_early_is_quiet(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        f"{sys.executable} -m dlrun --help | head -1", shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.startswith("dlrun: train, sweep and compare") and done.stderr == ""

@@ -269,6 +269,9 @@ def run_hydra(argv: list[str]) -> int:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors outside the task reach this function, which reports them
     try:
         hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(task)()
+    except BrokenPipeError:  # `dlrun --help | head`: the reader left; stop quietly, and let the exit flush go nowhere
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as err:
         if show_traceback:
             raise
