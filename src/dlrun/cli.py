@@ -36,15 +36,17 @@ def task(cfg) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from dlrun.training.loggers import SweepJob
     from dlrun.training.signals import Interrupted, stop_on_signals
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     overrides = list(hydra_cfg.overrides.task)
+    sweep = SweepJob(Path(str(hydra_cfg.sweep.dir)), int(hydra_cfg.job.num)) if in_sweep else None  # loggers group a sweep's jobs
     try:
         with stop_on_signals(process_ends_after_a_stop=True) as stop:
-            summary = _run(cfg, run_dir, overrides, stop)
+            summary = _run(cfg, run_dir, overrides, stop, sweep)
         if stop() and summary.get("status") == "completed":
             print(f"dlrun: the run had finished training when it was asked to stop; it completed ({run_dir})", file=sys.stderr)
         return objective(summary)
@@ -74,7 +76,7 @@ def objective(summary: dict) -> float:
     return float(value) if isinstance(value, (int, float)) else math.nan
 
 
-def _run(cfg, run_dir: Path, overrides: list[str], stop) -> dict:
+def _run(cfg, run_dir: Path, overrides: list[str], stop, sweep=None) -> dict:
     from dlrun.config import validate
     from dlrun.training.resume import plan_resume
 
@@ -84,7 +86,7 @@ def _run(cfg, run_dir: Path, overrides: list[str], stop) -> dict:
         return plan.kept
     from dlrun.training.recipe import execute
 
-    return execute(plan.cfg, plan.folder or run_dir, overrides=plan.overrides, resume=plan.folder is not None, stop=stop)
+    return execute(plan.cfg, plan.folder or run_dir, overrides=plan.overrides, resume=plan.folder is not None, stop=stop, sweep=sweep)
 
 
 def _describe_failure(err: Exception, run_dir: Path) -> tuple[int, str]:

@@ -26,6 +26,7 @@ from dlrun.training.data import Data, load_dataset
 from dlrun.training.device import describe, flush_denormals_everywhere, resolve_device, seed_everything, set_threads
 from dlrun.training.engine import Loop, LoopState
 from dlrun.training.hooks import EarlyStopping, build_schedule
+from dlrun.training.loggers import SweepJob, build_loggers
 from dlrun.training.models import build_model, count_parameters
 from dlrun.training.optim import build_optimizer
 from dlrun.training.plots import plot_confusion_matrix, plot_samples, plot_training_curves
@@ -59,6 +60,11 @@ def dataset_kwargs(cfg: DictConfig) -> dict[str, Any]:
     kwargs = OmegaConf.to_container(cfg.dataset, resolve=True)
     kwargs.pop("name")
     return kwargs
+
+
+def logger_settings(cfg: DictConfig) -> dict[str, dict[str, Any]]:
+    """The `logger` node as plain values; {} for a run saved before loggers existed (resumed)."""
+    return OmegaConf.to_container(cfg.logger, resolve=True) if "logger" in cfg else {}
 
 
 def describe_experiment(cfg: DictConfig) -> str:
@@ -159,6 +165,7 @@ def execute(
     overrides: list[str] | None = None,
     resume: bool = False,
     stop: StopRequest | None = None,
+    sweep: SweepJob | None = None,
 ) -> dict[str, Any]:
     """Run the experiment `cfg` into `run_dir` (continuing its last.pt when `resume`); return the
     summary also written to summary.json.
@@ -168,6 +175,7 @@ def execute(
     """
     validate(cfg)
     run_dir = Path(run_dir)
+    loggers = build_loggers(logger_settings(cfg), run_dir, sweep)  # a logger's missing package is refused here, before any change
     recorder = RunRecorder(run_dir)
     reporter = Reporter(run_dir / "dlrun.log", cfg.trainer.progress, console)
     started = time.perf_counter()
@@ -201,6 +209,7 @@ def execute(
             f"device {summary['device']}" + (f"; resuming after epoch {state.epoch}" if resume else ""),
             soft_wrap=True,
         )
+        loop.hooks |= loggers.start(summary, reporter.warn)  # each sees the epochs' rows; a failing one is a warning
         loop.run()
         if stop is not None:
             stop.finishing = "the test pass and plots"  # a stop asked for from here on lets the run complete
@@ -227,6 +236,7 @@ def execute(
         summary["ended_at"] = now()
         if touched:
             recorder.write_final_summary(summary)  # never raises: a full disk is said on stderr, naming the stale file
+        loggers.finish(summary)  # never raises: they mirror the final summary.json and the plots
         if summary["status"] == "completed":
             reporter.final_panel(summary, run_dir)
         reporter.close()
