@@ -191,7 +191,10 @@ def test_mlflow_holds_params_metrics_tags_and_artifacts(run_dlrun, tmp_path):
     long_root = "d" * (PARAM_VALUE_LIMIT + 100)  # digits never reads dataset.root: a value past MLflow's limit
     run = run_dlrun("trainer.epochs=2", "trainer.progress=off", "logger=[mlflow]", "logger.mlflow.log_checkpoints=true",
                     f"dataset.root={long_root}")  # fmt: skip
-    assert json.loads((run / "mlflow.json").read_text())["tracking_uri"] == f"sqlite:///{tmp_path / 'mlflow.db'}"  # MLflow's default, here
+    saved = json.loads((run / "mlflow.json").read_text())
+    assert saved["tracking_uri"] == f"sqlite:///{tmp_path / 'mlflow.db'}"  # MLflow's own default, in the folder dlrun started in
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "run-folder.md").read_text().split("## Logger files", 1)[1]
+    assert all(f"`{key}`" in doc for key in saved)  # the run-folder contract documents each field
     client, logged = mlflow_run(run)
     summary = read_summary(run)
     assert logged.info.status == "FINISHED" and logged.info.run_name == "run0"
