@@ -243,14 +243,17 @@ def test_a_sweep_is_a_parent_run_with_a_child_per_job(tmp_path):
 
     sweep = tmp_path / "sweep"
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    # Two jobs at once, in two processes: they share one parent run, and set up one new database between them.
     with pytest.raises(SystemExit) as info:  # job 1 diverges: the sweep goes on, and exits 1 at the end
         main(["-m", *QUICK, "logger=[tensorboard,mlflow]", f"logger.mlflow.tracking_uri={uri}", "logger.mlflow.experiment=sweeps",
-              "optimizer=sgd", "optimizer.lr=0.1,1e12", f"hydra.sweep.dir={sweep}"])  # fmt: skip
+              "optimizer=sgd", "optimizer.lr=0.1,1e12", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+              f"hydra.sweep.dir={sweep}"])  # fmt: skip
     assert info.value.code == 1
     client, job0 = mlflow_run(sweep / "0")
     _, job1 = mlflow_run(sweep / "1")
     parent = client.get_run(json.loads((sweep / "mlflow.json").read_text())["run_id"])
     assert parent.info.run_name == "sweep" and parent.info.status == "FINISHED"
+    assert "warning" not in (sweep / "0" / "dlrun.log").read_text() + (sweep / "1" / "dlrun.log").read_text()
     assert {job0.info.run_name, job1.info.run_name} == {"sweep/0", "sweep/1"}
     for number, job in enumerate((job0, job1)):
         assert job.data.tags["mlflow.parentRunId"] == parent.info.run_id
