@@ -17,7 +17,8 @@ from dlrun.analysis.query import LOGGER_KEYS, QUIET_KEYS
 from dlrun.analysis.runfolder import flatten
 from dlrun.config import LoggerConfig, validate
 from dlrun.errors import ConfigError
-from dlrun.training.loggers import PARAM_VALUE_LIMIT, Guarded
+from dlrun.training.loggers import Guarded
+from dlrun.training.mlflow_logger import BATCH_LIMIT, PARAM_VALUE_LIMIT
 from dlrun.training.resume import ADJUSTABLE
 from tests.helpers import QUICK, read_summary
 
@@ -167,6 +168,12 @@ def test_loggers_that_cannot_write_are_warnings_and_the_run_completes(run_dlrun,
 
 # ---------------------------------------------------------------------------------------------
 # TensorBoard and MLflow, for real.
+
+
+def test_mlflow_limits_are_mlflows_own():
+    from mlflow.utils import validation
+
+    assert (PARAM_VALUE_LIMIT, BATCH_LIMIT) == (validation.MAX_PARAM_VAL_LENGTH, validation.MAX_PARAMS_TAGS_PER_BATCH)
 
 
 def test_tensorboard_holds_scalars_per_epoch_hparams_and_plots(run_dlrun):
