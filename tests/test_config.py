@@ -12,7 +12,7 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 from dlrun.config import config_dir, validate
 from dlrun.errors import ConfigError
 
-GROUPS = ["dataset", "model", "optimizer", "regularization", "device", "experiment", "debug"]
+GROUPS = ["dataset", "model", "optimizer", "regularization", "device", "logger", "experiment", "debug"]
 
 
 def group_options() -> list[tuple[str, str]]:

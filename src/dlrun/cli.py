@@ -37,6 +37,7 @@ def task(cfg) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from dlrun.training.loggers import SweepJob
     from dlrun.training.signals import Interrupted, stop_on_signals
 
     hydra_cfg = HydraConfig.get()
@@ -44,9 +45,10 @@ def task(cfg) -> float:
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     overrides = list(hydra_cfg.overrides.task)
     parallel = in_sweep and _parallel_jobs(hydra_cfg)
+    sweep = SweepJob(Path(str(hydra_cfg.sweep.dir)), int(hydra_cfg.job.num)) if in_sweep else None  # loggers group a sweep's jobs
     try:
         with stop_on_signals(process_ends_after_a_stop=True) as stop:
-            summary = _run(cfg, run_dir, overrides, stop, console=_silent_console() if parallel else None, job_log=_job_log(),
+            summary = _run(cfg, run_dir, overrides, stop, sweep, console=_silent_console() if parallel else None, job_log=_job_log(),
                            gpu_slot=hydra_cfg.job.num if parallel else None)  # fmt: skip
         if parallel:  # jobs side by side would interleave their epoch lines: one line each, the rest in dlrun.log
             print(_job_line(hydra_cfg.job.num, overrides, summary, run_dir), flush=True)
@@ -119,7 +121,8 @@ def objective(summary: dict) -> float:
     return float(value) if isinstance(value, (int, float)) else math.nan
 
 
-def _run(cfg, run_dir: Path, overrides: list[str], stop, console=None, job_log: str | None = None, gpu_slot: int | None = None) -> dict:
+def _run(cfg, run_dir: Path, overrides: list[str], stop, sweep=None, console=None, job_log: str | None = None,
+         gpu_slot: int | None = None) -> dict:  # fmt: skip
     from dlrun.config import validate
     from dlrun.training.resume import plan_resume
 
@@ -131,7 +134,7 @@ def _run(cfg, run_dir: Path, overrides: list[str], stop, console=None, job_log: 
 
     folder = plan.folder or run_dir
     return execute(plan.cfg, folder, console=console, overrides=plan.overrides, resume=plan.folder is not None, stop=stop,
-                   job_log=job_log, gpu_slot=gpu_slot)  # fmt: skip
+                   sweep=sweep, job_log=job_log, gpu_slot=gpu_slot)  # fmt: skip
 
 
 def _describe_failure(err: Exception, run_dir: Path) -> tuple[int, str]:

@@ -167,6 +167,25 @@ class TrainerConfig:
 
 
 @dataclass
+class TensorBoardConfig:
+    enabled: bool = False
+
+
+@dataclass
+class MLflowConfig:
+    enabled: bool = False
+    tracking_uri: str = ""
+    experiment: str = "dlrun"
+    log_checkpoints: bool = False
+
+
+@dataclass
+class LoggerConfig:
+    tensorboard: TensorBoardConfig = field(default_factory=TensorBoardConfig)
+    mlflow: MLflowConfig = field(default_factory=MLflowConfig)
+
+
+@dataclass
 class DlrunConfig:
     seed: int = 0
     resume: str = ""
@@ -177,6 +196,7 @@ class DlrunConfig:
     regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
@@ -334,8 +354,9 @@ def _range_text(low, high, low_inc, high_inc) -> str:
 
 def check_keys(cfg: DictConfig) -> None:
     """Keys added with Hydra's `+key=value` bypass the schemas' struct check: refuse any that the schema lacks."""
-    nodes = [("", cfg)] + [(f"{name}.", cfg[name]) for name in cfg if isinstance(cfg[name], DictConfig)]
-    for prefix, node in nodes:
+    nodes = [("", cfg)]
+    for prefix, node in nodes:  # the list grows as it is walked, so nested nodes (logger.mlflow) are checked too
+        nodes += [(f"{prefix}{k}.", node[k]) for k in node if k != "hydra" and isinstance(node[k], DictConfig)]
         schema = OmegaConf.get_type(node)
         if not dataclasses.is_dataclass(schema):
             continue
@@ -390,6 +411,8 @@ def check_combinations(cfg: DictConfig) -> None:
             "scheduler=plateau lowers the lr when val/loss stalls, and dataset.val_fraction=0 leaves no validation split; "
             "set dataset.val_fraction, e.g. 0.1, or choose another scheduler"
         )
+    if OmegaConf.select(cfg, "logger.mlflow.enabled") and not cfg.logger.mlflow.experiment.strip():
+        raise ConfigError("logger.mlflow.experiment='' must name an MLflow experiment, e.g. logger.mlflow.experiment=mnist")
     warmup = OmegaConf.select(cfg, "scheduler.warmup_epochs")
     if warmup is not None and warmup >= cfg.trainer.epochs:
         raise ConfigError(f"scheduler.warmup_epochs={warmup} must be below trainer.epochs={cfg.trainer.epochs}")

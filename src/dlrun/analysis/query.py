@@ -20,9 +20,12 @@ from dlrun.analysis.runfolder import ALIASES, FIELDS, METRICS, Run, natural_key,
 # Keys: which ones differ, and what a user's KEY means.
 
 
-# Keys that change what a run shows, where it reads from or how fast it goes, never what it
-# learns: not worth a column.
-QUIET_KEYS = frozenset({"trainer.progress", "trainer.plots", "trainer.checkpoints", "dataset.root", "dataset.download", "device.threads"})
+# Keys that change what a run shows, where it reads from, where else it is logged or how fast it
+# goes, never what it learns: not worth a column.
+LOGGER_KEYS = ("logger.tensorboard.enabled", "logger.mlflow.enabled", "logger.mlflow.tracking_uri", "logger.mlflow.experiment",
+               "logger.mlflow.log_checkpoints")  # fmt: skip
+QUIET_KEYS = frozenset({"trainer.progress", "trainer.plots", "trainer.checkpoints", "dataset.root", "dataset.download", "device.threads",
+                        *LOGGER_KEYS})  # fmt: skip
 
 
 def differing_keys(runs: Sequence[Run]) -> list[str]:

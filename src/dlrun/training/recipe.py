@@ -28,6 +28,7 @@ from dlrun.training.device import describe, flush_denormals_everywhere, job_devi
 from dlrun.training.distributed import SINGLE, SyncedStop, World, device_for, per_rank_batch, threads_for, world
 from dlrun.training.engine import Loop, LoopState
 from dlrun.training.hooks import EarlyStopping, build_schedule
+from dlrun.training.loggers import SweepJob, build_loggers
 from dlrun.training.models import build_model, count_parameters
 from dlrun.training.optim import build_optimizer
 from dlrun.training.plots import plot_confusion_matrix, plot_samples, plot_training_curves
@@ -61,6 +62,11 @@ def dataset_kwargs(cfg: DictConfig) -> dict[str, Any]:
     kwargs = OmegaConf.to_container(cfg.dataset, resolve=True)
     kwargs.pop("name")
     return kwargs
+
+
+def logger_settings(cfg: DictConfig) -> dict[str, dict[str, Any]]:
+    """The `logger` node as plain values; {} for a run saved before loggers existed (resumed)."""
+    return OmegaConf.to_container(cfg.logger, resolve=True) if "logger" in cfg else {}
 
 
 def describe_experiment(cfg: DictConfig) -> str:
@@ -171,6 +177,7 @@ def execute(
     overrides: list[str] | None = None,
     resume: bool = False,
     stop: StopRequest | None = None,
+    sweep: SweepJob | None = None,
     job_log: str | None = None,
     gpu_slot: int | None = None,
 ) -> dict[str, Any]:
@@ -183,7 +190,9 @@ def execute(
     """
     validate(cfg)
     run_dir = Path(run_dir)
-    place = world()  # under torchrun, only rank 0 writes the folder and prints
+    place = world()  # under torchrun, only rank 0 writes the folder, prints and logs
+    # a logger's missing package is refused here, before any change
+    loggers = build_loggers(logger_settings(cfg) if place.main else {}, run_dir, sweep)
     recorder = RunRecorder(run_dir) if place.main else NullRecorder(run_dir)
     if not place.main:
         console = Console(file=open(os.devnull, "w"))  # noqa: SIM115  (lives as long as the run)
@@ -228,6 +237,7 @@ def execute(
             f"device {summary['device']}" + (f"; resuming after epoch {state.epoch}" if resume else ""),
             soft_wrap=True,
         )
+        loop.hooks |= loggers.start(summary, reporter.warn)  # each sees the epochs' rows; a failing one is a warning
         training = True
         loop.run()
         if stop is not None:
@@ -256,6 +266,7 @@ def execute(
         summary["ended_at"] = now()
         if touched:
             recorder.write_final_summary(summary)  # never raises: a full disk is said on stderr, naming the stale file
+        loggers.finish(summary)  # never raises: they mirror the final summary.json and the plots
         if summary["status"] == "completed":
             reporter.final_panel(summary, run_dir)
         reporter.close()

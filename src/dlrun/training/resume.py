@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dlrun.analysis.query import LOGGER_KEYS
 from dlrun.analysis.runfolder import flatten
 from dlrun.errors import ResumeError, RunFolderError
 from dlrun.training.recorder import atomic_write
 
-# Keys a resumed run may change: how long it trains and how it shows and keeps its work.
+# Keys a resumed run may change: how long it trains, how it shows and keeps its work, and where else it is logged.
 ADJUSTABLE = {
+    *LOGGER_KEYS,
     "resume",
     "trainer.epochs",
     "trainer.progress",
