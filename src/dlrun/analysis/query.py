@@ -22,7 +22,8 @@ from dlrun.analysis.runfolder import ALIASES, FIELDS, METRICS, Run, natural_key,
 
 # Keys that change what a run shows, where it reads from or how fast it goes, never what it
 # learns: not worth a column.
-QUIET_KEYS = frozenset({"trainer.progress", "trainer.plots", "trainer.checkpoints", "dataset.root", "dataset.download", "device.threads"})
+QUIET_KEYS = frozenset({"trainer.progress", "trainer.plots", "trainer.checkpoints", "dataset.root", "dataset.download", "device.threads",
+                        "dataset.max_memory_gb"})  # fmt: skip
 
 
 def differing_keys(runs: Sequence[Run]) -> list[str]:
