@@ -78,6 +78,17 @@ def test_a_factory_without_input_shape_gets_only_what_it_names(run_dlrun):
     assert read_summary(run)["params"] == 64 * 8 + 8 + 8 * 10 + 10  # the lazy layer found its 64 inputs before training
 
 
+def test_an_own_models_title_is_its_class_name_whatever_its_keys(compose_cfg):
+    from omegaconf import open_dict
+
+    from dlrun.training.recipe import describe_experiment
+
+    cfg = compose_cfg("model=custom", "model._target_=my_project.nets.TinyResNet", "+model.variant=wide")
+    with open_dict(cfg.model):
+        del cfg.model["name"]  # as in a model file of the user's own config dir
+    assert describe_experiment(cfg) == "TinyResNet + adam (lr 0.001) on digits"
+
+
 @pytest.mark.parametrize(
     ("target", "extra", "expected"),
     [

@@ -40,7 +40,7 @@ from dlrun.training.steps import StepSettings, choose_step, evaluate, make_loss,
 
 def model_kwargs(cfg: DictConfig) -> dict[str, Any]:
     kwargs = OmegaConf.to_container(cfg.model, resolve=True)
-    kwargs.pop("name", None)  # an own model's file need not have one
+    kwargs.pop("name")
     return {**kwargs, "dropout": cfg.regularization.dropout, "batchnorm": cfg.regularization.batchnorm}
 
 
@@ -67,10 +67,11 @@ def describe_experiment(cfg: DictConfig) -> str:
     reg = cfg.regularization
     switches = {"l1": reg.l1 > 0, "l2": reg.l2 > 0, "dropout": reg.dropout > 0, "batchnorm": reg.batchnorm}
     parts = [name for name, on in switches.items() if on]
-    family = cfg.model.get("variant") or cfg.model.get("cell")  # cnn.variant / rnn.cell choose inside a family
-    model = f"{cfg.model.name} {family}" if family else cfg.model.get("name")
-    if "_target_" in cfg.model:  # the user's own model, by its class or function name
+    if "_target_" in cfg.model:  # the user's own model, by its class or function name (its keys are its own)
         model = str(cfg.model._target_).rsplit(".", 1)[-1]
+    else:
+        family = cfg.model.get("variant") or cfg.model.get("cell")  # cnn.variant / rnn.cell choose inside a family
+        model = f"{cfg.model.name} {family}" if family else cfg.model.name
     text = f"{model} + {cfg.optimizer.name} (lr {cfg.optimizer.lr:g}) on {cfg.dataset.name}"
     return text + (f", {' + '.join(parts)}" if parts else "")
 
