@@ -134,3 +134,23 @@ def tmpfs(folder: Path, size: str):
         yield folder
     finally:
         subprocess.run(["umount", "--lazy", str(folder)], check=False)  # lazy: a failed test may still hold a file open
+
+
+def make_image_folder(root: Path, per_class: int = 12, size: int = 12, classes: tuple[str, ...] = ("dark", "grey", "light"),
+                      corrupt: bool = True) -> Path:  # fmt: skip
+    """root/<class>/NN.png: generated grey PNGs whose brightness encodes the class (plus noise, so no two
+    are alike), and with `corrupt` one file in the first class that is not an image."""
+    import torch
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for label, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            noise = torch.randint(0, 40, (size, size), generator=g)
+            pixels = (label * 100 + noise).clamp(0, 255).to(torch.uint8)
+            Image.fromarray(pixels.numpy(), mode="L").save(folder / f"{i:02d}.png")
+    if corrupt:
+        (root / classes[0] / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return root

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -20,9 +21,22 @@ def group_options() -> list[tuple[str, str]]:
     return [(group, path.stem) for group in GROUPS for path in sorted((config_dir() / group).glob("*.yaml"))]
 
 
+# Options that leave a key for the command line, and a value for it.
+REQUIRED = {
+    "model=custom": "model._target_=my_project.nets.TinyResNet",
+    "dataset=custom": "dataset._target_=my_project.data.load",
+    "dataset=image_folder": "dataset.root=photos",
+    "dataset=tensors": "dataset.path=features.npz",
+}
+
+
 @pytest.mark.parametrize(("group", "option"), group_options())
 def test_every_option_composes_and_passes_validation(compose_cfg, group, option):
-    cfg = compose_cfg(f"{group}={option}")
+    required = REQUIRED.get(f"{group}={option}")
+    if required:
+        with pytest.raises(ConfigError, match=rf"^{re.escape(required.split('=')[0])} has no value; this choice needs one, e\.g\. "):
+            validate(compose_cfg(f"{group}={option}"))
+    cfg = compose_cfg(f"{group}={option}", *([required] if required else []))
     validate(cfg)
     if group in ("dataset", "model", "optimizer"):
         assert cfg[group].name == option

@@ -46,7 +46,10 @@ def test_default_run_writes_the_whole_run_folder(run_dlrun):
     assert summary["final"]["val/acc"] == pytest.approx(float(rows[-1]["val/acc"]))
     assert summary["best"]["val/acc"] == pytest.approx(max(float(r["val/acc"]) for r in rows))
     assert summary["params"] == 64 * 128 + 128 + 128 * 256 + 256 + 256 * 10 + 10
-    assert summary["data"] == {"name": "digits", "train": 1294, "val": 144, "test": 359, "input_shape": [1, 8, 8], "classes": 10}
+    assert summary["data"] == {"name": "digits", "train": 1294, "val": 144, "test": 359, "input_shape": [1, 8, 8], "classes": 10,
+                               "class_names": [str(c) for c in range(10)],
+                               "transform": {"size": [8, 8], "channels": 1, "resize": "bilinear", "dtype": "float32", "divide": 1.0,
+                                             "mean": None, "std": None}}  # fmt: skip
     assert summary["versions"]["torch"] == torch.__version__
     assert summary["config"]["model"]["hidden_sizes"] == [128, 256]
     # The final panel, as printed and logged, shows the accuracy that summary.json holds.

@@ -20,7 +20,11 @@ import traceback
 from pathlib import Path
 
 # name -> "module:function" taking the remaining argv and returning an exit code
-SUBCOMMANDS: dict[str, str] = {"compare": "dlrun.analysis.compare:main"}
+SUBCOMMANDS: dict[str, str] = {
+    "compare": "dlrun.analysis.compare:main",
+    "eval": "dlrun.training.eval_command:main",
+    "predict": "dlrun.training.predict_command:main",
+}
 
 EXIT_USAGE = 2  # a bad value, missing data or device, a run that cannot be resumed
 EXIT_FAILED = 1  # the run failed or diverged

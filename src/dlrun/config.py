@@ -20,6 +20,7 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import ValidationError
 
 from dlrun.errors import ConfigError, DataError
 
@@ -37,6 +38,55 @@ class DatasetConfig:
     test_fraction: float = 0.0
     normalize: bool = False
     split_seed: int = 0
+    max_memory_gb: float = 0.0
+
+
+@dataclass
+class ImageFolderConfig:
+    name: str = "image_folder"
+    root: str = MISSING
+    image_size: int = 32
+    channels: int = 3
+    corrupt: str = "skip"
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    normalize: bool = False
+    split_seed: int = 0
+    max_memory_gb: float = 0.0
+
+
+@dataclass
+class TensorsConfig:
+    name: str = "tensors"
+    path: str = MISSING
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    normalize: bool = False
+    split_seed: int = 0
+    max_memory_gb: float = 0.0
+
+
+# The user's own code, named by `_target_` (model=custom, dataset=custom, or a file in their own
+# config dir): such a node also holds the user's keys, which are theirs to check; these are the
+# keys dlrun itself reads there, checked by check_own_keys. MISSING marks a key the node must have.
+@dataclass
+class OwnModelConfig:
+    name: str = "custom"
+    _target_: str = MISSING
+
+
+@dataclass
+class OwnDataConfig:
+    name: str = MISSING
+    _target_: str = MISSING
+    val_fraction: float = MISSING
+    test_fraction: float = MISSING
+    normalize: bool = MISSING
+    split_seed: int = MISSING
+    max_memory_gb: float = MISSING
+
+
+OWN_NODES: dict[str, type] = {"model": OwnModelConfig, "dataset": OwnDataConfig}
 
 
 @dataclass
@@ -200,7 +250,7 @@ class DlrunConfig:
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
-    "dataset": {"dataset": DatasetConfig},
+    "dataset": {"dataset": DatasetConfig, "image_folder": ImageFolderConfig, "tensors": TensorsConfig},
     "model": {"mlp": MLPConfig, "cnn": CNNConfig, "rnn": RNNConfig},
     "optimizer": {"sgd": SGDConfig, "momentum": MomentumConfig, "adam": AdamConfig, "adamw": AdamWConfig},
     "scheduler": {
@@ -305,6 +355,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "trainer.fast_path": ("auto", "off"),
     "trainer.early_stopping.monitor": ("val/acc", "val/loss"),
     "device.name": ("auto", "cpu", "cuda", "mps"),
+    "dataset.channels": (1, 3),
+    "dataset.corrupt": ("skip", "refuse"),
 }
 # key -> (low, high, low inclusive, high inclusive); None means unbounded.
 RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
@@ -320,6 +372,8 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "regularization.dropout": (0.0, 1.0, True, False),
     "dataset.val_fraction": (0.0, 1.0, True, False),
     "dataset.test_fraction": (0.0, 1.0, True, False),
+    "dataset.image_size": (1, None, True, True),
+    "dataset.max_memory_gb": (0.0, None, True, True),
     "trainer.epochs": (1, None, True, True),
     "trainer.batch_size": (1, None, True, True),
     "trainer.eval_batch_size": (1, None, True, True),
@@ -367,19 +421,54 @@ def check_keys(cfg: DictConfig) -> None:
             raise ConfigError(f"{prefix}{extra[0]} is not a key of {where}; its keys are: {', '.join(sorted(known))}")
 
 
+REQUIRED_EXAMPLES = {"model._target_": "my_project.nets.TinyResNet", "dataset._target_": "my_project.data.load",
+                     "dataset.root": "~/photos/cats_vs_dogs", "dataset.path": "features.npz"}  # fmt: skip
+
+
+def check_own_keys(cfg: DictConfig) -> None:
+    """A node naming the user's code by `_target_` keeps the user's keys unchecked; dlrun's own keys in
+    it (OWN_NODES) must be there, with their types."""
+    for group, schema in OWN_NODES.items():
+        node = cfg.get(group)
+        if not isinstance(node, DictConfig) or "_target_" not in node or dataclasses.is_dataclass(OmegaConf.get_type(node)):
+            continue
+        ours = {f.name: f.type for f in dataclasses.fields(schema)}  # name -> its type's name (annotations are strings here)
+        try:
+            given = {k: node[k] for k in ours if k in node and not OmegaConf.is_missing(node, k)}
+            checked = OmegaConf.merge(OmegaConf.structured(schema), given)
+        except ValidationError as err:
+            key = str(err.key)
+            raise ConfigError(f"{group}.{key}={node.get(key)!r} must be a {ours.get(key, 'value of its type')}") from err
+        absent = sorted(OmegaConf.missing_keys(checked) - {"_target_"})
+        if absent:
+            raise ConfigError(
+                f"{group}: a config naming {group}._target_ also needs dlrun's keys {', '.join(absent)}; "
+                f"start its file with `defaults: [custom]` to have them"
+            )
+        target = None if OmegaConf.is_missing(node, "_target_") else node["_target_"]
+        if target is not None and (not isinstance(target, str) or not target.strip()):
+            raise ConfigError(f"{group}._target_={target!r} must name a Python object, e.g. {REQUIRED_EXAMPLES[f'{group}._target_']}")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first unknown key or the first value out of range."""
     missing = [name for name in cfg if OmegaConf.is_missing(cfg, name)]
     if missing:  # e.g. `~model=` removed a group's choice
         raise ConfigError(f"{missing[0]} has no option chosen; choose one with {missing[0]}=NAME")
     check_keys(cfg)
+    check_own_keys(cfg)
+    unset = sorted(OmegaConf.missing_keys(cfg))
+    if unset:  # a key that an option leaves for the command line, such as dataset=tensors's path
+        example = REQUIRED_EXAMPLES.get(unset[0], "VALUE")
+        raise ConfigError(f"{unset[0]} has no value; this choice needs one, e.g. {unset[0]}={example}")
+    theirs = "model." if "_target_" in cfg.model else None  # an own model's keys are the user's to check
     for key, allowed in CHOICES.items():
         value = OmegaConf.select(cfg, key)
-        if value is not None and value not in allowed:
-            raise ConfigError(f"{key}={value!r} is not one of: {', '.join(allowed)}")
+        if value is not None and value not in allowed and not key.startswith(theirs or "-"):
+            raise ConfigError(f"{key}={value!r} is not one of: {', '.join(map(str, allowed))}")
     for key, (low, high, low_inc, high_inc) in RANGES.items():
         value = OmegaConf.select(cfg, key)
-        if value is None:
+        if value is None or key.startswith(theirs or "-"):
             continue
         if not math.isfinite(value):
             raise ConfigError(f"{key}={value} must be a finite number")
@@ -389,7 +478,7 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value} {_range_text(low, high, low_inc, high_inc)}")
     for key in ("model.hidden_sizes", "model.channels"):
         sizes = OmegaConf.select(cfg, key)
-        if sizes is not None and any(s < 1 for s in sizes):
+        if sizes is not None and not theirs and any(s < 1 for s in sizes):
             raise ConfigError(f"{key}={list(sizes)} must hold sizes >= 1")
     fractions = cfg.dataset.val_fraction + cfg.dataset.test_fraction
     if fractions >= 1.0:

@@ -61,6 +61,9 @@ def for_key(key: str, value: str) -> str | None:
         keys = sorted({k for schema in SCHEMAS[group].values() for k in _fields(schema)} - {"name"})
         close = _close(leaf, keys)
         hint = f"; did you mean {parent}.{close[0]}={value}?" if close else f"; the {group} keys are: {', '.join(keys)}"
+        if group in ("model", "dataset") and not close:  # model=custom / dataset=custom: the user's own keys
+            builtin = hint.replace("the", "dlrun's", 1)
+            hint = f"; a key of your own {group} (one with {group}._target_) is added with a +: +{key}={value}{builtin}"
         return f"{leaf!r} is not a key of {group}{hint}"
     schema = _nested(parent)
     if schema is None:

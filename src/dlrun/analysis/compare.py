@@ -49,7 +49,7 @@ best_epoch, time_s (wall-clock seconds), params. An unknown KEY is an error nami
 
 Columns: the run (its path below the runs' common parent), the config keys whose values differ
 (except those that cannot change what a run learns: trainer.progress, plots, checkpoints,
-dataset.root, device.threads), status, epochs finished/planned, best val/acc, test/acc,
+dataset.root, dataset.max_memory_gb, device.threads), status, epochs finished/planned, best val/acc, test/acc,
 test/loss and time. Sorting puts the
 highest accuracy first and the lowest value of anything else (loss, time, lr, name) first;
 --reverse flips it; runs without the value go last. Standard deviations are sample ones (n - 1).

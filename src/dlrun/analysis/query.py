@@ -25,7 +25,7 @@ from dlrun.analysis.runfolder import ALIASES, FIELDS, METRICS, Run, natural_key,
 LOGGER_KEYS = ("logger.tensorboard.enabled", "logger.mlflow.enabled", "logger.mlflow.tracking_uri", "logger.mlflow.experiment",
                "logger.mlflow.log_checkpoints")  # fmt: skip
 QUIET_KEYS = frozenset({"trainer.progress", "trainer.plots", "trainer.checkpoints", "dataset.root", "dataset.download", "device.threads",
-                        *LOGGER_KEYS})  # fmt: skip
+                        "dataset.max_memory_gb", *LOGGER_KEYS})  # fmt: skip
 
 
 def differing_keys(runs: Sequence[Run]) -> list[str]:

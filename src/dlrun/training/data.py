@@ -20,13 +20,15 @@ import tarfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 
 from dlrun.config import data_cache_dir
 from dlrun.errors import DataError
+from dlrun.training.memory import memory_budget
 
 
 @dataclass
@@ -45,6 +47,8 @@ class Data:
     val: Split | None  # None when dataset.val_fraction is 0
     test: Split
     classes: list[str]
+    transform: dict[str, Any] = field(default_factory=dict)  # how a raw image becomes an input (summary.json's data.transform)
+    notes: list[str] = field(default_factory=list)  # what the loader has to say (skipped files, a cache written)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -64,12 +68,24 @@ class Source:
 
 
 # ---------------------------------------------------------------------------------------------
-# Loaders: name -> function(root, download, test_fraction, split_seed) -> (train images, train
-# labels, test images, test labels, class names, {"train": Source, "test": Source}). Images may be
-# uint8 (0..255) or float (already in [0, 1]).
+# Loaders: name -> function(root, download, test_fraction, split_seed, **options) -> Arrays (or the
+# same as a plain 6-tuple). Images may be uint8 (0..255) or float (already in [0, 1]). `options` are
+# the dataset node's keys that only that loader has, and `budget` (a MemoryBudget), for a loader that
+# can refuse data too large before reading it.
 
 
-def load_digits_arrays(root: Path, download: bool, test_fraction: float, split_seed: int):
+class Arrays(NamedTuple):
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: list[str]
+    sources: dict[str, Source]  # "train", "test" (and "val" with `val`)
+    val: tuple[torch.Tensor, torch.Tensor] | None = None  # a validation split of its own; None: carve one from train
+    notes: tuple[str, ...] = ()
+
+
+def load_digits_arrays(root: Path, download: bool, test_fraction: float, split_seed: int, **_options):
     """scikit-learn's bundled 8x8 digits; the test split is carved here (seeded), as there is none."""
     from sklearn.datasets import load_digits
 
@@ -252,7 +268,7 @@ def remove_if_empty(folders: list[Path]) -> None:
 
 
 def load_mnist_like(cls_name: str, folder: str, dataset: str):
-    def load(root: Path, download: bool, test_fraction: float, split_seed: int):
+    def load(root: Path, download: bool, test_fraction: float, split_seed: int, **_options):
         import torchvision.datasets as tvd
 
         cls = getattr(tvd, cls_name)
@@ -328,7 +344,7 @@ def _extract_cifar(archive: Path, base: Path, folder: str) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_cifar10_arrays(root: Path, download: bool, test_fraction: float, split_seed: int):
+def load_cifar10_arrays(root: Path, download: bool, test_fraction: float, split_seed: int, **_options):
     import torchvision.datasets as tvd
 
     cls = tvd.CIFAR10
@@ -375,11 +391,25 @@ def _cifar_damage(cls, folder: Path) -> str:
     return f"{', '.join(bad)} missing or not matching {'its' if len(bad) == 1 else 'their'} checksum" if bad else ""
 
 
+def load_elsewhere(module: str, function: str):
+    """A loader that lives in another module, imported when it is chosen (the user's own data)."""
+
+    def load(*args, **options):
+        import importlib
+
+        return getattr(importlib.import_module(module), function)(*args, **options)
+
+    return load
+
+
 LOADERS = {
     "digits": load_digits_arrays,
     "mnist": load_mnist_like("MNIST", "MNIST", "mnist"),
     "fashion_mnist": load_mnist_like("FashionMNIST", "FashionMNIST", "fashion_mnist"),
     "cifar10": load_cifar10_arrays,
+    "image_folder": load_elsewhere("dlrun.training.images", "load_image_folder"),
+    "tensors": load_elsewhere("dlrun.training.owndata", "load_tensors"),
+    "custom": load_elsewhere("dlrun.training.owndata", "load_custom"),
 }
 
 
@@ -435,39 +465,62 @@ def _to_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 def load_dataset(
     name: str,
     *,
-    root: str | Path,
     device: torch.device,
+    root: str | Path = "data",
     download: bool = False,
     val_fraction: float = 0.1,
     test_fraction: float = 0.0,
     normalize: bool = False,
     split_seed: int = 0,
+    max_memory_gb: float = 0.0,
+    normalization: tuple[list[float], list[float]] | None = None,
+    **options: Any,
 ) -> Data:
     """Load `name` onto `device` as float tensors, with a seeded validation split of the training set.
 
     Every split is checked first (counts, shapes, label range, sizes): bad data is a DataError
-    before the first training step, never an exception after some epochs.
+    before the first training step, never an exception after some epochs; so is data larger than
+    the memory budget (see memory.py). `options` are the loader's own keys (dataset.image_size, ...).
+    `normalization`, a finished run's (mean, std), standardizes instead of this training split's.
     """
-    if name not in LOADERS:
+    loader = "custom" if "_target_" in options else name  # the user's own data function, whatever they named it
+    if loader not in LOADERS:
         raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(LOADERS)}")
-    x_train, y_train, x_test, y_test, classes, sources = LOADERS[name](Path(root).expanduser(), download, test_fraction, split_seed)
+    budget = memory_budget(device, max_memory_gb)
+    loaded = Arrays(*LOADERS[loader](Path(root).expanduser(), download, test_fraction, split_seed, budget=budget, **options))
+    x_train, y_train, x_test, y_test, classes, sources = loaded[:6]
     check_split(x_train, y_train, len(classes), sources["train"])
-    check_split(x_test, y_test, len(classes), sources["test"])
-    if x_test.shape[1:] != x_train.shape[1:]:
-        size = lambda x: " x ".join(map(str, x.shape[1:]))  # noqa: E731  C x H x W
-        test, train = sources["test"].images, _beside(sources["train"].images, sources["test"].images)
-        raise DataError(f"{test} holds {size(x_test)} images but {train} holds {size(x_train)}; replace them with the original files")
-    order = torch.randperm(len(y_train), generator=torch.Generator().manual_seed(split_seed + 1))
-    n_val = round(len(y_train) * val_fraction)
-    check_carved("dataset.val_fraction", val_fraction, len(y_train), n_val, f"the {name} training set", "validation")
-    val_idx, train_idx = order[:n_val], order[n_val:]
-    train = Split(_to_float(x_train[train_idx], device), y_train[train_idx].long().to(device))
-    val = Split(_to_float(x_train[val_idx], device), y_train[val_idx].long().to(device)) if n_val else None
+    parts = [("test", x_test, y_test)] + ([("val", *loaded.val)] if loaded.val is not None else [])
+    for part, x, y in parts:
+        check_split(x, y, len(classes), sources[part])
+        if x.shape[1:] != x_train.shape[1:]:
+            size = lambda x: " x ".join(map(str, x.shape[1:]))  # noqa: E731  C x H x W
+            other, train = sources[part].images, _beside(sources["train"].images, sources[part].images)
+            raise DataError(f"{other} holds {size(x)} images but {train} holds {size(x_train)}; replace them with the original files")
+    budget.check((sum(len(x) for x in (x_train, *(x for _, x, _ in parts))), *x_train.shape[1:]), f"dataset={name}")
+    if loaded.val is not None:  # the data has a validation split of its own
+        train = Split(_to_float(x_train, device), y_train.long().to(device))
+        val = Split(_to_float(loaded.val[0], device), loaded.val[1].long().to(device))
+    else:
+        order = torch.randperm(len(y_train), generator=torch.Generator().manual_seed(split_seed + 1))
+        n_val = round(len(y_train) * val_fraction)
+        check_carved("dataset.val_fraction", val_fraction, len(y_train), n_val, f"the {name} training set", "validation")
+        val_idx, train_idx = order[:n_val], order[n_val:]
+        train = Split(_to_float(x_train[train_idx], device), y_train[train_idx].long().to(device))
+        val = Split(_to_float(x_train[val_idx], device), y_train[val_idx].long().to(device)) if n_val else None
     test = Split(_to_float(x_test, device), y_test.long().to(device))
-    if normalize:  # standardize every split with the training set's per-channel statistics
+    mean = std = None
+    if normalization is not None:
+        mean, std = (torch.tensor(v, dtype=torch.float32, device=device).view(1, -1, 1, 1) for v in normalization)
+    elif normalize:  # standardize every split with the training set's per-channel statistics
         mean = train.x.mean(dim=(0, 2, 3), keepdim=True)
         std = train.x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    if mean is not None:
         for split in (train, val, test):
             if split is not None:
                 split.x.sub_(mean).div_(std)
-    return Data(name=name, train=train, val=val, test=test, classes=classes)
+    c, h, w = train.x.shape[1:]
+    per_channel = lambda v: None if v is None else v.flatten().tolist()  # noqa: E731
+    transform = {"size": [h, w], "channels": c, "resize": "bilinear", "dtype": str(x_train.dtype).removeprefix("torch."),
+                 "divide": 255.0 if x_train.dtype == torch.uint8 else 1.0, "mean": per_channel(mean), "std": per_channel(std)}  # fmt: skip
+    return Data(name=name, train=train, val=val, test=test, classes=classes, transform=transform, notes=list(loaded.notes))

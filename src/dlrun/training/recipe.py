@@ -31,6 +31,7 @@ from dlrun.training.hooks import EarlyStopping, build_schedule
 from dlrun.training.loggers import SweepJob, build_loggers
 from dlrun.training.models import build_model, count_parameters
 from dlrun.training.optim import build_optimizer
+from dlrun.training.own import build_own_model, check_forward
 from dlrun.training.plots import plot_confusion_matrix, plot_samples, plot_training_curves
 from dlrun.training.recorder import NullRecorder, RunRecorder, command_line, git_commit, versions
 from dlrun.training.signals import Interrupted, StopRequest
@@ -74,8 +75,11 @@ def describe_experiment(cfg: DictConfig) -> str:
     reg = cfg.regularization
     switches = {"l1": reg.l1 > 0, "l2": reg.l2 > 0, "dropout": reg.dropout > 0, "batchnorm": reg.batchnorm}
     parts = [name for name, on in switches.items() if on]
-    family = cfg.model.get("variant") or cfg.model.get("cell")  # cnn.variant / rnn.cell choose inside a family
-    model = f"{cfg.model.name} {family}" if family else cfg.model.name
+    if "_target_" in cfg.model:  # the user's own model, by its class or function name (its keys are its own)
+        model = str(cfg.model._target_).rsplit(".", 1)[-1]
+    else:
+        family = cfg.model.get("variant") or cfg.model.get("cell")  # cnn.variant / rnn.cell choose inside a family
+        model = f"{cfg.model.name} {family}" if family else cfg.model.name
     text = f"{model} + {cfg.optimizer.name} (lr {shown(cfg.optimizer.lr)}) on {cfg.dataset.name}"
     return text + (f", {' + '.join(parts)}" if parts else "")
 
@@ -118,7 +122,26 @@ def write_plots(recorder: RunRecorder, data: Data, history: list[dict], test: di
 
 def describe_data(data: Data) -> dict[str, Any]:
     return {"name": data.name, "train": len(data.train), "val": len(data.val) if data.val else 0, "test": len(data.test),
-            "input_shape": list(data.input_shape), "classes": data.num_classes}  # fmt: skip
+            "input_shape": list(data.input_shape), "classes": data.num_classes, "class_names": list(data.classes),
+            "transform": data.transform}  # fmt: skip
+
+
+def make_model(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int, device: torch.device) -> torch.nn.Module:
+    """The run's model on `device`: a built-in by name, or the user's own through `_target_` (checked
+    with one forward pass before any training)."""
+    if "_target_" in cfg.model:
+        keys = OmegaConf.to_container(cfg.model, resolve=True)
+        keys.pop("name", None)
+        target = keys.pop("_target_")
+        reg = cfg.regularization
+        model = build_own_model(target, input_shape, num_classes, keys, dropout=reg.dropout, batchnorm=reg.batchnorm).to(device)
+        check_forward(model, input_shape, num_classes, device, target)
+        return model
+    kwargs = model_kwargs(cfg)
+    try:
+        return build_model(cfg.model.name, input_shape, num_classes, **kwargs).to(device)
+    except ValueError as err:  # a choice that does not fit this data, e.g. lenet5 on 8x8 digits
+        raise ConfigError(str(err)) from err
 
 
 def now() -> str:
@@ -133,10 +156,7 @@ def build_loop(cfg: DictConfig, data: Data, device: torch.device, recorder: RunR
     is wrapped in DistributedDataParallel, and a stop is agreed on by every rank.
     """
     generator = seed_everything(cfg.seed)
-    try:
-        model = build_model(cfg.model.name, data.input_shape, data.num_classes, **model_kwargs(cfg)).to(device)
-    except ValueError as err:  # a choice that does not fit this data, e.g. lenet5 on 8x8 digits
-        raise ConfigError(str(err)) from err
+    model = make_model(cfg, data.input_shape, data.num_classes, device)
     optimizer = build_optimizer(cfg.optimizer.name, model, **optimizer_kwargs(cfg))
     trainer = cfg.trainer
     loss_fn = make_loss(trainer.loss, data.num_classes)
@@ -222,6 +242,8 @@ def execute(
         if device.type == "cuda" and device.index is not None:
             torch.cuda.set_device(device)
         data = load_dataset(cfg.dataset.name, device=device, **dataset_kwargs(cfg))
+        for note in data.notes:
+            reporter.print(note, markup=False, soft_wrap=True)
         loop, step_name = build_loop(cfg, data, device, recorder, reporter, stop, place)
         if resume:
             loop.state = state = restore(loop, run_dir, cfg, writer=place.main)

@@ -32,6 +32,7 @@ ADJUSTABLE = {
     "trainer.eval_batch_size",
     "dataset.root",
     "dataset.download",
+    "dataset.max_memory_gb",
 }
 GLOBAL_GROUPS = {"experiment", "debug"}  # presets that may set any key
 
