@@ -410,7 +410,8 @@ def check_keys(cfg: DictConfig) -> None:
     """Keys added with Hydra's `+key=value` bypass the schemas' struct check: refuse any that the schema lacks."""
     nodes = [("", cfg)]
     for prefix, node in nodes:  # the list grows as it is walked, so nested nodes (logger.mlflow) are checked too
-        nodes += [(f"{prefix}{k}.", node[k]) for k in node if k != "hydra" and isinstance(node[k], DictConfig)]
+        nodes += [(f"{prefix}{k}.", node[k]) for k in node
+                  if k != "hydra" and not OmegaConf.is_missing(node, k) and isinstance(node[k], DictConfig)]  # fmt: skip
         schema = OmegaConf.get_type(node)
         if not dataclasses.is_dataclass(schema):
             continue
