@@ -68,8 +68,8 @@ def test_keys_added_with_plus_are_checked_against_the_schema(compose_cfg, overri
 
 def test_unknown_option_lists_the_choices(compose_cfg):
     with pytest.raises(Exception, match="Available options in 'model'") as info:
-        compose_cfg("model=transformer")
-    assert "mlp" in str(info.value) and "rnn" in str(info.value)
+        compose_cfg("model=gpt")
+    assert all(name in str(info.value) for name in ("mlp", "rnn", "resnet", "transformer"))
 
 
 @pytest.mark.parametrize(
@@ -86,11 +86,17 @@ def test_unknown_option_lists_the_choices(compose_cfg):
         ("trainer.loss=hinge", "trainer.loss='hinge' is not one of: cross_entropy, mse"),
         ("dataset.val_fraction=1.5", "dataset.val_fraction=1.5 must be in [0, 1)"),
         ("model.hidden_sizes=[128,0]", "model.hidden_sizes=[128, 0] must hold sizes >= 1"),
+        ("model=cnn model.variant=resnet", "model.variant='resnet' is not one of: simple, lenet5, vgg, alexnet"),
+        ("model=resnet model.depth=21", "model.depth=21 must be 6n+2 with n >= 1: 8, 14, 20, 32, 44, 56, 110, ..."),
+        ("model=resnet model.depth=2", "model.depth=2 must be >= 8"),
+        ("model=transformer model.dim=30", "model.dim=30 must be a multiple of model.heads=4"),
+        ("model=transformer model.tokens=pixels", "model.tokens='pixels' is not one of: patches, rows"),
+        ("model=transformer model.mlp_ratio=0", "model.mlp_ratio=0.0 must be > 0"),
     ],
 )
 def test_out_of_range_values_name_key_value_and_range(compose_cfg, override, message):
     with pytest.raises(ConfigError) as info:
-        validate(compose_cfg(override))
+        validate(compose_cfg(*override.split()))
     assert str(info.value) == message
 
 

@@ -52,6 +52,7 @@ class CNNConfig:
     name: str = "cnn"
     variant: str = "simple"
     channels: list[int] = field(default_factory=lambda: [32, 64])
+    convs_per_stage: int = 2
     hidden_size: int = 128
     activation: str = "relu"
     negative_slope: float = 0.01
@@ -65,6 +66,28 @@ class RNNConfig:
     num_layers: int = 1
     bidirectional: bool = False
     nonlinearity: str = "tanh"
+
+
+@dataclass
+class ResNetConfig:
+    name: str = "resnet"
+    depth: int = 20
+    width: int = 16
+    activation: str = "relu"
+    negative_slope: float = 0.01
+
+
+@dataclass
+class TransformerConfig:
+    name: str = "transformer"
+    tokens: str = "patches"
+    patch_size: int = 4
+    dim: int = 64
+    heads: int = 4
+    layers: int = 4
+    mlp_ratio: float = 2.0
+    activation: str = "gelu"
+    negative_slope: float = 0.01
 
 
 @dataclass
@@ -181,7 +204,7 @@ class DlrunConfig:
 
 SCHEMAS: dict[str, dict[str, type]] = {
     "dataset": {"dataset": DatasetConfig},
-    "model": {"mlp": MLPConfig, "cnn": CNNConfig, "rnn": RNNConfig},
+    "model": {"mlp": MLPConfig, "cnn": CNNConfig, "rnn": RNNConfig, "resnet": ResNetConfig, "transformer": TransformerConfig},
     "optimizer": {"sgd": SGDConfig, "momentum": MomentumConfig, "adam": AdamConfig, "adamw": AdamWConfig},
     "scheduler": {
         "none": NoScheduleConfig,
@@ -276,7 +299,8 @@ def config_dir() -> Path:
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "leaky_relu", "gelu")
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.activation": ACTIVATIONS,
-    "model.variant": ("simple", "lenet5"),
+    "model.variant": ("simple", "lenet5", "vgg", "alexnet"),
+    "model.tokens": ("patches", "rows"),
     "model.cell": ("rnn", "lstm", "gru"),
     "model.nonlinearity": ("tanh", "relu"),
     "trainer.loss": ("cross_entropy", "mse"),
@@ -318,6 +342,14 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "model.hidden_size": (1, None, True, True),
     "model.num_layers": (1, None, True, True),
     "model.negative_slope": (0.0, None, True, True),
+    "model.convs_per_stage": (1, None, True, True),
+    "model.depth": (8, None, True, True),
+    "model.width": (1, None, True, True),
+    "model.patch_size": (1, None, True, True),
+    "model.dim": (1, None, True, True),
+    "model.heads": (1, None, True, True),
+    "model.layers": (1, None, True, True),
+    "model.mlp_ratio": (0.0, None, False, True),
 }
 
 
@@ -370,10 +402,21 @@ def validate(cfg: DictConfig) -> None:
         sizes = OmegaConf.select(cfg, key)
         if sizes is not None and any(s < 1 for s in sizes):
             raise ConfigError(f"{key}={list(sizes)} must hold sizes >= 1")
+    check_model_shape(cfg)
     fractions = cfg.dataset.val_fraction + cfg.dataset.test_fraction
     if fractions >= 1.0:
         raise ConfigError(f"dataset.val_fraction + dataset.test_fraction = {fractions:g} must be < 1")
     check_combinations(cfg)
+
+
+def check_model_shape(cfg: DictConfig) -> None:
+    """A ResNet's depth is 6n + 2; a Transformer's width splits evenly across its heads."""
+    depth = OmegaConf.select(cfg, "model.depth")
+    if depth is not None and (depth - 2) % 6:
+        raise ConfigError(f"model.depth={depth} must be 6n+2 with n >= 1: 8, 14, 20, 32, 44, 56, 110, ...")
+    dim, heads = OmegaConf.select(cfg, "model.dim"), OmegaConf.select(cfg, "model.heads")
+    if dim is not None and heads is not None and dim % heads:
+        raise ConfigError(f"model.dim={dim} must be a multiple of model.heads={heads}")
 
 
 def check_combinations(cfg: DictConfig) -> None:

@@ -66,7 +66,7 @@ def describe_experiment(cfg: DictConfig) -> str:
     reg = cfg.regularization
     switches = {"l1": reg.l1 > 0, "l2": reg.l2 > 0, "dropout": reg.dropout > 0, "batchnorm": reg.batchnorm}
     parts = [name for name, on in switches.items() if on]
-    family = cfg.model.get("variant") or cfg.model.get("cell")  # cnn.variant / rnn.cell choose inside a family
+    family = cfg.model.get("variant") or cfg.model.get("cell") or cfg.model.get("depth")  # cnn.variant / rnn.cell / resnet.depth
     model = f"{cfg.model.name} {family}" if family else cfg.model.name
     text = f"{model} + {cfg.optimizer.name} (lr {cfg.optimizer.lr:g}) on {cfg.dataset.name}"
     return text + (f", {' + '.join(parts)}" if parts else "")
