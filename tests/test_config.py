@@ -12,7 +12,7 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 from dlrun.config import config_dir, validate
 from dlrun.errors import ConfigError
 
-GROUPS = ["dataset", "model", "optimizer", "regularization", "device", "experiment", "debug"]
+GROUPS = ["dataset", "model", "optimizer", "regularization", "augment", "device", "experiment", "debug"]
 
 
 def group_options() -> list[tuple[str, str]]:
@@ -24,7 +24,7 @@ def group_options() -> list[tuple[str, str]]:
 def test_every_option_composes_and_passes_validation(compose_cfg, group, option):
     cfg = compose_cfg(f"{group}={option}")
     validate(cfg)
-    if group in ("dataset", "model", "optimizer"):
+    if group in ("dataset", "model", "optimizer", "augment"):
         assert cfg[group].name == option
 
 

@@ -150,6 +150,26 @@ class PlateauScheduleConfig:
 
 
 @dataclass
+class NoAugmentConfig:
+    name: str = "none"
+
+
+@dataclass
+class StandardAugmentConfig:
+    name: str = "standard"
+    padding: int = 4
+    flip: bool = True
+
+
+@dataclass
+class DigitsAugmentConfig:
+    name: str = "digits"
+    degrees: float = 10.0
+    translate: float = 0.1
+    scale: float = 0.1
+
+
+@dataclass
 class RegularizationConfig:
     l1: float = 0.0
     l2: float = 0.0
@@ -197,6 +217,7 @@ class DlrunConfig:
     model: Any = MISSING
     optimizer: Any = MISSING
     scheduler: Any = MISSING
+    augment: Any = MISSING
     regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -213,6 +234,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "onecycle": OneCycleScheduleConfig,
         "plateau": PlateauScheduleConfig,
     },
+    "augment": {"none": NoAugmentConfig, "standard": StandardAugmentConfig, "digits": DigitsAugmentConfig},
 }
 
 
@@ -350,6 +372,10 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "model.heads": (1, None, True, True),
     "model.layers": (1, None, True, True),
     "model.mlp_ratio": (0.0, None, False, True),
+    "augment.padding": (0, None, True, True),
+    "augment.degrees": (0.0, 180.0, True, True),
+    "augment.translate": (0.0, 1.0, True, False),
+    "augment.scale": (0.0, 1.0, True, False),
 }
 
 

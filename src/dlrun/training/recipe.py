@@ -20,6 +20,7 @@ from rich.console import Console
 from dlrun.analysis.runfolder import RUN_FOLDER_FORMAT
 from dlrun.config import validate
 from dlrun.errors import ConfigError, Diverged, DlrunError
+from dlrun.training.augment import augmented, build_augment
 from dlrun.training.checkpoint import restore
 from dlrun.training.console import Reporter
 from dlrun.training.data import Data, load_dataset
@@ -55,6 +56,12 @@ def schedule_kwargs(cfg: DictConfig) -> dict[str, Any]:
     return kwargs
 
 
+def augment_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """The augment node as keyword arguments: none for a run saved before dlrun had augmentation."""
+    node = cfg.get("augment")
+    return OmegaConf.to_container(node, resolve=True) if node is not None else {"name": "none"}
+
+
 def dataset_kwargs(cfg: DictConfig) -> dict[str, Any]:
     kwargs = OmegaConf.to_container(cfg.dataset, resolve=True)
     kwargs.pop("name")
@@ -66,6 +73,8 @@ def describe_experiment(cfg: DictConfig) -> str:
     reg = cfg.regularization
     switches = {"l1": reg.l1 > 0, "l2": reg.l2 > 0, "dropout": reg.dropout > 0, "batchnorm": reg.batchnorm}
     parts = [name for name, on in switches.items() if on]
+    augment = augment_kwargs(cfg)["name"]
+    parts += [f"augment {augment}"] if augment != "none" else []
     family = cfg.model.get("variant") or cfg.model.get("cell") or cfg.model.get("depth")  # cnn.variant / rnn.cell / resnet.depth
     model = f"{cfg.model.name} {family}" if family else cfg.model.name
     text = f"{model} + {cfg.optimizer.name} (lr {cfg.optimizer.lr:g}) on {cfg.dataset.name}"
@@ -144,6 +153,9 @@ def build_loop(cfg: DictConfig, data: Data, device: torch.device, recorder: RunR
         hooks["early_stopping"] = EarlyStopping(stopping.monitor, stopping.patience, stopping.min_delta)
     forward = torch.compile(model) if trainer.compile else model
     step, step_name = choose_step(model, forward, optimizer, train_settings, trainer.fast_path, reporter.warn)
+    augment = build_augment(**augment_kwargs(cfg))
+    if augment is not None:  # training batches only: evaluation never goes through the step
+        step = augmented(step, augment, generator)
     loop = Loop(model=model, forward=forward, optimizer=optimizer, step=step, data=data, train_settings=train_settings,
                 eval_settings=eval_settings, generator=generator, epochs=trainer.epochs, recorder=recorder, reporter=reporter,
                 checkpoints=trainer.checkpoints, hooks=hooks, stop=stop,
