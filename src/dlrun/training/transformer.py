@@ -72,9 +72,9 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"model.dim={dim} must be a multiple of model.heads={heads}")
         if tokens == "patches":
             if h % patch_size or w % patch_size:
+                sides = f"{h}" if h == w else f"both {h} and {w}"
                 raise ValueError(
-                    f"model.patch_size={patch_size} does not divide {h}x{w} images; "
-                    f"choose a size that divides both {h} and {w}, or model.tokens=rows"
+                    f"model.patch_size={patch_size} does not divide {h}x{w} images; choose one that divides {sides}, or model.tokens=rows"
                 )
             self.embed: nn.Module = nn.Conv2d(c, dim, patch_size, stride=patch_size)  # one linear map per patch
             count = (h // patch_size) * (w // patch_size)
