@@ -170,6 +170,19 @@ class DigitsAugmentConfig:
 
 
 @dataclass
+class ClassifyTaskConfig:
+    name: str = "classify"
+
+
+@dataclass
+class GanTaskConfig:
+    name: str = "gan"
+    latent_dim: int = 100
+    width: int = 64
+    samples: int = 64
+
+
+@dataclass
 class RegularizationConfig:
     l1: float = 0.0
     l2: float = 0.0
@@ -213,6 +226,7 @@ class TrainerConfig:
 class DlrunConfig:
     seed: int = 0
     resume: str = ""
+    task: Any = MISSING
     dataset: Any = MISSING
     model: Any = MISSING
     optimizer: Any = MISSING
@@ -235,6 +249,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "plateau": PlateauScheduleConfig,
     },
     "augment": {"none": NoAugmentConfig, "standard": StandardAugmentConfig, "digits": DigitsAugmentConfig},
+    "task": {"classify": ClassifyTaskConfig, "gan": GanTaskConfig},
 }
 
 
@@ -376,6 +391,9 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "augment.degrees": (0.0, 180.0, True, True),
     "augment.translate": (0.0, 1.0, True, False),
     "augment.scale": (0.0, 1.0, True, False),
+    "task.latent_dim": (1, None, True, True),
+    "task.width": (1, None, True, True),
+    "task.samples": (1, None, True, True),
 }
 
 
@@ -429,6 +447,7 @@ def validate(cfg: DictConfig) -> None:
         if sizes is not None and any(s < 1 for s in sizes):
             raise ConfigError(f"{key}={list(sizes)} must hold sizes >= 1")
     check_model_shape(cfg)
+    check_task(cfg)
     fractions = cfg.dataset.val_fraction + cfg.dataset.test_fraction
     if fractions >= 1.0:
         raise ConfigError(f"dataset.val_fraction + dataset.test_fraction = {fractions:g} must be < 1")
@@ -443,6 +462,46 @@ def check_model_shape(cfg: DictConfig) -> None:
     dim, heads = OmegaConf.select(cfg, "model.dim"), OmegaConf.select(cfg, "model.heads")
     if dim is not None and heads is not None and dim % heads:
         raise ConfigError(f"model.dim={dim} must be a multiple of model.heads={heads}")
+
+
+def check_task(cfg: DictConfig) -> None:
+    """task=gan trains DCGAN's own two networks on the images alone: a classifier's setting that it
+    would silently ignore is refused, naming the key."""
+    if OmegaConf.select(cfg, "task.name") != "gan":
+        return
+    if OmegaConf.to_container(cfg.model) != dataclasses.asdict(MLPConfig()):
+        raise ConfigError(
+            f"model={cfg.model.name} does not apply to task=gan: it trains DCGAN's own generator and discriminator, "
+            "sized by task.latent_dim and task.width; drop the model overrides"
+        )
+    trainer, reg = cfg.trainer, cfg.regularization
+    refused = [
+        ("trainer.loss", trainer.loss, trainer.loss != "cross_entropy", "its loss is the GAN's non-saturating one"),
+        ("regularization.l1", reg.l1, reg.l1 > 0, "only regularization.l2 (weight decay) applies to the two networks"),
+        ("regularization.dropout", reg.dropout, reg.dropout > 0, "DCGAN's networks have no dropout"),
+        ("regularization.batchnorm", reg.batchnorm, reg.batchnorm, "DCGAN's networks have batch norm where DCGAN puts it"),
+        (
+            "trainer.early_stopping.patience",
+            trainer.early_stopping.patience,
+            trainer.early_stopping.patience > 0,
+            "there is no validation accuracy or loss to watch",
+        ),  # fmt: skip
+        ("scheduler", "plateau", cfg.scheduler.name == "plateau", "it watches val/loss, which a GAN has not"),
+        (
+            "augment",
+            OmegaConf.select(cfg, "augment.name"),
+            OmegaConf.select(cfg, "augment.name") not in (None, "none"),
+            "the generator would learn the augmented images",
+        ),  # fmt: skip
+        ("dataset.normalize", True, cfg.dataset.normalize, "the GAN scales the images to [-1, 1] itself"),
+        ("trainer.precision", trainer.precision, trainer.precision != "fp32", "task=gan trains in fp32"),
+        ("trainer.compile", True, trainer.compile, "task=gan runs its networks uncompiled"),
+        ("trainer.grad_clip", trainer.grad_clip, trainer.grad_clip > 0, "task=gan does not clip gradients"),
+    ]
+    for key, value, on, why in refused:
+        if on:
+            shown = str(value).lower() if isinstance(value, bool) else value
+            raise ConfigError(f"{key}={shown} does not apply to task=gan ({why}); drop it")
 
 
 def check_combinations(cfg: DictConfig) -> None:

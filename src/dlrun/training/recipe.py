@@ -179,6 +179,10 @@ def execute(
     failed, interrupted, or refused: a user's error found before the first step) whatever
     happens, so a run folder always describes itself.
     """
+    if OmegaConf.select(cfg, "task.name") == "gan":  # the second recipe (a run saved before tasks existed classifies)
+        from dlrun.training.gan import execute_gan
+
+        return execute_gan(cfg, run_dir, console=console, overrides=overrides, resume=resume, stop=stop)
     validate(cfg)
     run_dir = Path(run_dir)
     recorder = RunRecorder(run_dir)
