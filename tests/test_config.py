@@ -12,7 +12,7 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 from dlrun.config import config_dir, validate
 from dlrun.errors import ConfigError
 
-GROUPS = ["dataset", "model", "optimizer", "regularization", "augment", "device", "experiment", "debug"]
+GROUPS = ["dataset", "model", "optimizer", "regularization", "augment", "task", "device", "experiment", "debug"]
 
 
 def group_options() -> list[tuple[str, str]]:
@@ -24,7 +24,7 @@ def group_options() -> list[tuple[str, str]]:
 def test_every_option_composes_and_passes_validation(compose_cfg, group, option):
     cfg = compose_cfg(f"{group}={option}")
     validate(cfg)
-    if group in ("dataset", "model", "optimizer", "augment"):
+    if group in ("dataset", "model", "optimizer", "augment", "task"):
         assert cfg[group].name == option
 
 
@@ -33,6 +33,13 @@ def test_regularization_options_merge_as_a_list(compose_cfg):
     assert cfg.regularization.l2 == pytest.approx(1e-3)
     assert cfg.regularization.dropout == pytest.approx(0.2)
     assert cfg.regularization.l1 == 0.0 and cfg.regularization.batchnorm is False
+
+
+def test_resnet20_cifar10_is_the_papers_recipe(compose_cfg):
+    cfg = compose_cfg("experiment=resnet20_cifar10")
+    assert (cfg.dataset.name, cfg.model.name, cfg.model.depth, cfg.model.width) == ("cifar10", "resnet", 20, 16)
+    assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.momentum, cfg.regularization.l2) == ("momentum", 0.1, 0.9, 1e-4)
+    assert (cfg.trainer.batch_size, cfg.trainer.epochs, cfg.augment.name, cfg.augment.padding) == (128, 164, "standard", 4)
 
 
 def test_seed_mnist_is_the_tutorial(compose_cfg):
