@@ -88,13 +88,24 @@ def read_idx(path: Path) -> torch.Tensor:
     return torch.frombuffer(bytearray(data[4 + 4 * data[3] :]), dtype=torch.uint8).view(*dims)
 
 
-def make_cifar10(root: Path, n_train: int = 20, n_test: int = 10, test_labels: list[int] | None = None) -> dict:
-    """A tiny CIFAR-10 under root/cifar-10-batches-py, in the original pickle format: 32x32 colour
-    images whose brightness encodes the label (test_labels, if given, may disagree with n_test).
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def make_cifar10(
+    root: Path, n_train: int = 20, n_test: int = 10, test_labels: list[int] | None = None, archive: bool = False, batches: int = 1
+) -> dict:
+    """A tiny CIFAR-10 in the layout of the real cifar-10-python.tar.gz: root/cifar-10-batches-py
+    holding data_batch_1..`batches`, test_batch and batches.meta, pickles with the original keys
+    (data: uint8 (N, 3072), each row the red, green then blue 32x32 planes row by row; labels;
+    batch_label; filenames). Red encodes each pixel's row (8 * row), green its column (8 * column),
+    and blue the image's label (25 * label), so the label is learnable and the layout checkable.
+    test_labels, if given, may disagree with n_test. With archive=True the folder is packed into
+    root/cifar-10-python.tar.gz, as downloaded, and removed.
     Returns the file lists with their md5 sums, to patch onto torchvision's CIFAR10 class
     (attributes train_list, test_list, meta) so it accepts them."""
     import hashlib
     import pickle
+    import tarfile
 
     import torch
 
@@ -103,21 +114,30 @@ def make_cifar10(root: Path, n_train: int = 20, n_test: int = 10, test_labels: l
     g = torch.Generator().manual_seed(0)
 
     def write(name: str, entry: dict) -> list[str]:
-        (folder / name).write_bytes(pickle.dumps(entry))
+        (folder / name).write_bytes(pickle.dumps(entry, protocol=2))
         return [name, hashlib.md5((folder / name).read_bytes()).hexdigest()]
 
-    def batch(name: str, n: int, labels: list[int] | None) -> list[str]:
+    def batch(name: str, title: str, n: int, labels: list[int] | None) -> list[str]:
         labels = labels if labels is not None else torch.randint(0, 10, (n,), generator=g).tolist()
-        brightness = (torch.tensor((labels * n)[:n]) * 25).clamp(0, 255)  # n images, even where labels are not n
-        images = brightness.view(n, 1).expand(n, 3 * 32 * 32).to(torch.uint8)  # (N, C * H * W), as CIFAR stores them
-        return write(name, {"data": images.numpy(), "labels": labels})
+        images = torch.empty(n, 3, 32, 32, dtype=torch.uint8)
+        images[:, 0] = (torch.arange(32) * 8).view(32, 1)  # red: the row
+        images[:, 1] = (torch.arange(32) * 8).view(1, 32)  # green: the column
+        images[:, 2] = (torch.tensor((labels * n)[:n]) * 25).clamp(0, 255).view(n, 1, 1)  # blue: the label, even where labels are not n
+        entry = {"batch_label": title, "labels": labels, "data": images.view(n, 3 * 32 * 32).numpy(),
+                 "filenames": [f"image_{i:05d}.png" for i in range(n)]}  # fmt: skip
+        return write(name, entry)
 
-    meta = write("batches.meta", {"label_names": [f"class{i}" for i in range(10)]})
-    return {
-        "train_list": [batch("data_batch_1", n_train, None)],
-        "test_list": [batch("test_batch", n_test, test_labels)],
-        "meta": {"filename": meta[0], "key": "label_names", "md5": meta[1]},
-    }
+    meta = write("batches.meta", {"num_cases_per_batch": n_train // batches, "label_names": CIFAR10_CLASSES, "num_vis": 3072})
+    sizes = [n_train // batches + (i < n_train % batches) for i in range(batches)]
+    train_list = [batch(f"data_batch_{i + 1}", f"training batch {i + 1} of {batches}", size, None) for i, size in enumerate(sizes)]
+    test_list = [batch("test_batch", "testing batch 1 of 1", n_test, test_labels)]
+    if archive:
+        with tarfile.open(root / "cifar-10-python.tar.gz", "w:gz") as tar:
+            tar.add(folder, arcname=folder.name)
+        for path in folder.iterdir():
+            path.unlink()
+        folder.rmdir()
+    return {"train_list": train_list, "test_list": test_list, "meta": {"filename": meta[0], "key": "label_names", "md5": meta[1]}}
 
 
 @contextlib.contextmanager

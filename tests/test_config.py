@@ -13,7 +13,7 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 from dlrun.config import config_dir, validate
 from dlrun.errors import ConfigError
 
-GROUPS = ["dataset", "model", "optimizer", "regularization", "device", "logger", "experiment", "debug"]
+GROUPS = ["dataset", "model", "optimizer", "regularization", "augment", "task", "device", "logger", "experiment", "debug"]
 
 
 def group_options() -> list[tuple[str, str]]:
@@ -38,7 +38,7 @@ def test_every_option_composes_and_passes_validation(compose_cfg, group, option)
             validate(compose_cfg(f"{group}={option}"))
     cfg = compose_cfg(f"{group}={option}", *([required] if required else []))
     validate(cfg)
-    if group in ("dataset", "model", "optimizer"):
+    if group in ("dataset", "model", "optimizer", "augment", "task"):
         assert cfg[group].name == option
 
 
@@ -47,6 +47,13 @@ def test_regularization_options_merge_as_a_list(compose_cfg):
     assert cfg.regularization.l2 == pytest.approx(1e-3)
     assert cfg.regularization.dropout == pytest.approx(0.2)
     assert cfg.regularization.l1 == 0.0 and cfg.regularization.batchnorm is False
+
+
+def test_resnet20_cifar10_is_the_papers_recipe(compose_cfg):
+    cfg = compose_cfg("experiment=resnet20_cifar10")
+    assert (cfg.dataset.name, cfg.model.name, cfg.model.depth, cfg.model.width) == ("cifar10", "resnet", 20, 16)
+    assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.momentum, cfg.regularization.l2) == ("momentum", 0.1, 0.9, 1e-4)
+    assert (cfg.trainer.batch_size, cfg.trainer.epochs, cfg.augment.name, cfg.augment.padding) == (128, 164, "standard", 4)
 
 
 def test_seed_mnist_is_the_tutorial(compose_cfg):
@@ -82,8 +89,8 @@ def test_keys_added_with_plus_are_checked_against_the_schema(compose_cfg, overri
 
 def test_unknown_option_lists_the_choices(compose_cfg):
     with pytest.raises(Exception, match="Available options in 'model'") as info:
-        compose_cfg("model=transformer")
-    assert "mlp" in str(info.value) and "rnn" in str(info.value)
+        compose_cfg("model=gpt")
+    assert all(name in str(info.value) for name in ("mlp", "rnn", "resnet", "transformer"))
 
 
 @pytest.mark.parametrize(
@@ -100,11 +107,17 @@ def test_unknown_option_lists_the_choices(compose_cfg):
         ("trainer.loss=hinge", "trainer.loss='hinge' is not one of: cross_entropy, mse"),
         ("dataset.val_fraction=1.5", "dataset.val_fraction=1.5 must be in [0, 1)"),
         ("model.hidden_sizes=[128,0]", "model.hidden_sizes=[128, 0] must hold sizes >= 1"),
+        ("model=cnn model.variant=resnet", "model.variant='resnet' is not one of: simple, lenet5, vgg, alexnet"),
+        ("model=resnet model.depth=21", "model.depth=21 must be 6n+2 with n >= 1: 8, 14, 20, 32, 44, 56, 110, ..."),
+        ("model=resnet model.depth=2", "model.depth=2 must be >= 8"),
+        ("model=transformer model.dim=30", "model.dim=30 must be a multiple of model.heads=4"),
+        ("model=transformer model.tokens=pixels", "model.tokens='pixels' is not one of: patches, rows"),
+        ("model=transformer model.mlp_ratio=0", "model.mlp_ratio=0.0 must be > 0"),
     ],
 )
 def test_out_of_range_values_name_key_value_and_range(compose_cfg, override, message):
     with pytest.raises(ConfigError) as info:
-        validate(compose_cfg(override))
+        validate(compose_cfg(*override.split()))
     assert str(info.value) == message
 
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 import ctypes
 import gzip
 import os
-import shutil
 import struct
-import tarfile
 import urllib.error
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +16,7 @@ import torch
 
 from dlrun.errors import DataError
 from dlrun.training.data import IDX_FILES, load_dataset
-from tests.helpers import QUICK, SHARED_DATA, make_cifar10, make_mnist, needs_shared_data, read_idx, write_idx
+from tests.helpers import QUICK, SHARED_DATA, make_cifar10, make_mnist, needs_shared_data, read_idx, read_summary, write_idx
 
 CPU = torch.device("cpu")
 
@@ -290,22 +288,39 @@ def test_cifar10_batches_are_checked_like_the_idx_files(tmp_path, monkeypatch, l
     import torchvision.datasets as tvd
 
     root = tmp_path / "data"
-    for key, value in make_cifar10(root, n_test=10, test_labels=labels).items():
+    archive = layout == "archive"  # a read-only root holding the archive: it is extracted into the cache
+    for key, value in make_cifar10(root, n_test=10, test_labels=labels, archive=archive, batches=5).items():
         monkeypatch.setattr(tvd.CIFAR10, key, value)
-    where = root / "cifar-10-batches-py"
-    if layout == "archive":  # a read-only root holding the archive: it is extracted into the cache
-        with tarfile.open(root / "cifar-10-python.tar.gz", "w:gz") as tar:
-            tar.add(where, arcname=where.name)
-        shutil.rmtree(where)
-        where = root / "cifar-10-python.tar.gz"
+    where = root / ("cifar-10-python.tar.gz" if archive else "cifar-10-batches-py")
     if expected is None:
         data = load_dataset("cifar10", root=root, device=CPU, val_fraction=0.0)
         assert data.input_shape == (3, 32, 32) and (len(data.train), len(data.test)) == (20, 10)
-        assert data.test.y.tolist() == labels and data.classes[1] == "class1"
+        assert data.test.y.tolist() == labels and data.classes[:2] == ["airplane", "automobile"]
+        # The pickled rows are red, green, blue planes, row by row: channels, rows and columns arrive in place.
+        rows, cols = torch.arange(32) * 8 / 255, torch.arange(32) * 8 / 255
+        assert torch.equal(data.test.x[:, 0], rows.view(32, 1).expand(10, 32, 32))
+        assert torch.equal(data.test.x[:, 1], cols.view(1, 32).expand(10, 32, 32))
+        assert torch.equal(data.test.x[:, 2, 0, 0], torch.tensor(labels) * 25 / 255)
         return
     with pytest.raises(DataError) as info:
         load_dataset("cifar10", root=root, device=CPU)
     assert str(info.value).startswith(f"{where} (test batch) {expected}") and "\n" not in str(info.value)
+
+
+def test_cifar10_from_its_archive_trains_a_resnet_with_augmentation(run_dlrun, tmp_path, monkeypatch):
+    """The whole path a user takes: cifar-10-python.tar.gz in dataset.root, extracted once, trained on."""
+    import torchvision.datasets as tvd
+
+    root = tmp_path / "data"
+    for key, value in make_cifar10(root, n_train=40, n_test=20, archive=True, batches=5).items():
+        monkeypatch.setattr(tvd.CIFAR10, key, value)
+    overrides = ("dataset=cifar10", f"dataset.root={root}", "model=resnet", "model.depth=8", "augment=standard", "scheduler=cosine")
+    run = run_dlrun(*QUICK, *overrides, "trainer.batch_size=8")
+    summary = read_summary(run)
+    assert summary["status"] == "completed" and summary["epochs_completed"] == 2
+    assert summary["data"] == {"name": "cifar10", "train": 36, "val": 4, "test": 20, "input_shape": [3, 32, 32], "classes": 10}
+    assert summary["experiment"] == "resnet 8 + adam (lr 0.001) on cifar10, augment standard"
+    assert [p.name for p in root.iterdir()] == ["cifar-10-python.tar.gz"]  # extracted into the cache, not beside the archive
 
 
 @pytest.mark.parametrize("download", [True, False])

@@ -13,10 +13,21 @@ from dlrun.training.recipe import model_kwargs, optimizer_kwargs
 # Every model family with each of its variants/cells, as the config names them.
 MODEL_CHOICES = [
     ("mlp", {}),
-    ("cnn", {"variant": "simple"}),
-    ("cnn", {"variant": "lenet5"}),
+    *[("cnn", {"variant": variant}) for variant in ("simple", "lenet5", "vgg", "alexnet")],
     *[("rnn", {"cell": cell}) for cell in ("rnn", "lstm", "gru")],
+    ("resnet", {"depth": 8}),
+    ("transformer", {"tokens": "patches"}),
+    ("transformer", {"tokens": "rows"}),
 ]
+# The input shapes of the datasets dlrun ships: digits, MNIST and Fashion-MNIST, CIFAR-10.
+DATASET_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+ALWAYS_NORMALIZED = {"resnet"}  # batch norm is part of a ResNet's blocks
+
+
+def model_ids(value):
+    return value if isinstance(value, str) else "-".join(map(str, value.values()))
+
+
 REGULARIZATION = sorted(p.stem for p in (config_dir() / "regularization").glob("*.yaml"))
 
 
@@ -24,7 +35,7 @@ def test_every_registered_model_is_covered():
     assert {name for name, _ in MODEL_CHOICES} == set(MODELS)
 
 
-@pytest.mark.parametrize(("name", "extra"), MODEL_CHOICES, ids=lambda v: v if isinstance(v, str) else "-".join(map(str, v.values())))
+@pytest.mark.parametrize(("name", "extra"), MODEL_CHOICES, ids=model_ids)
 @pytest.mark.parametrize("regularization", REGULARIZATION)
 def test_model_with_regularization_trains_one_step(compose_cfg, name, extra, regularization):
     overrides = [f"model={name}", f"regularization={regularization}", *[f"model.{k}={v}" for k, v in extra.items()]]
@@ -45,7 +56,34 @@ def test_model_with_regularization_trains_one_step(compose_cfg, name, extra, reg
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
     kinds = {type(m).__name__ for m in model.modules()}
     assert ("Dropout" in kinds) == (cfg.regularization.dropout > 0)
-    assert any(k.startswith("BatchNorm") for k in kinds) == cfg.regularization.batchnorm
+    assert any(k.startswith("BatchNorm") for k in kinds) == (cfg.regularization.batchnorm or name in ALWAYS_NORMALIZED)
+
+
+@pytest.mark.parametrize(("name", "extra"), MODEL_CHOICES, ids=model_ids)
+@pytest.mark.parametrize("dataset", sorted(DATASET_SHAPES))
+def test_model_trains_a_step_and_round_trips_a_checkpoint_on_each_dataset_shape(compose_cfg, tmp_path, name, extra, dataset):
+    """As a run would: the config's own defaults, one training step, then last.pt's weights into a fresh model."""
+    cfg = compose_cfg(f"model={name}", *[f"model.{k}={v}" for k, v in extra.items()])
+    shape = DATASET_SHAPES[dataset]
+    if (name, extra) == ("cnn", {"variant": "lenet5"}) and shape[1] < 12:
+        with pytest.raises(ValueError, match="lenet5 needs images of at least 12x12"):
+            build_model(name, shape, 10, **model_kwargs(cfg))
+        return
+    torch.manual_seed(0)
+    model = build_model(name, shape, 10, **model_kwargs(cfg))
+    optimizer = build_optimizer(cfg.optimizer.name, model, **optimizer_kwargs(cfg))
+    x, y = torch.rand(4, *shape), torch.randint(0, 10, (4,))
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    optimizer.step()
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, tmp_path / "last.pt")
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)
+    torch.manual_seed(1)
+    fresh = build_model(name, shape, 10, **model_kwargs(cfg))
+    fresh.load_state_dict(saved["model"])
+    build_optimizer(cfg.optimizer.name, fresh, **optimizer_kwargs(cfg)).load_state_dict(saved["optimizer"])
+    model.eval(), fresh.eval()
+    assert torch.equal(model(x), fresh(x))
 
 
 def test_mlp_default_is_the_tutorial_network():
@@ -81,14 +119,38 @@ def test_activation_is_used(activation):
         assert next(m for m in model.modules() if isinstance(m, torch.nn.LeakyReLU)).negative_slope == 0.2
 
 
+@pytest.mark.parametrize(("depth", "params"), [(20, 0.27e6), (32, 0.46e6), (56, 0.85e6)])
+def test_resnet_depths_have_the_papers_parameter_counts(depth, params):
+    """He et al. 2016, Table 6: 0.27M, 0.46M and 0.85M parameters on CIFAR-10."""
+    model = build_model("resnet", (3, 32, 32), 10, depth=depth)
+    assert round(count_parameters(model), -4) == params
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) + 1 == depth  # every conv and the Linear layer: no projection shortcuts
+
+
+def test_resnet_and_transformer_shapes_are_checked_in_words():
+    with pytest.raises(ValueError, match=r"model.depth=21 must be 6n\+2"):
+        build_model("resnet", (3, 32, 32), 10, depth=21)
+    with pytest.raises(ValueError, match="model.patch_size=7 does not divide 8x8 images"):
+        build_model("transformer", (1, 8, 8), 10, patch_size=7)
+    with pytest.raises(ValueError, match="model.dim=30 must be a multiple of model.heads=4"):
+        build_model("transformer", (1, 8, 8), 10, dim=30)
+
+
+def test_transformer_on_rows_reads_the_sequence_the_rnn_reads():
+    model = build_model("transformer", (3, 16, 12), 10, tokens="rows", dim=32, heads=2, layers=1)
+    assert model.pos.shape == (1, 16 + 1, 32)  # a token per row and the class token
+    assert model.embed.in_features == 3 * 12  # each row's channels * pixels, as model=rnn's input
+
+
 def test_lenet5_refuses_images_too_small_with_a_clear_message():
     with pytest.raises(ValueError, match="lenet5 needs images of at least 12x12, got 8x8"):
         build_model("cnn", (1, 8, 8), 10, variant="lenet5")
 
 
 def test_unknown_model_lists_the_registry():
-    with pytest.raises(ValueError, match="choose one of: mlp, cnn, rnn"):
-        build_model("transformer", (1, 8, 8), 10)
+    with pytest.raises(ValueError, match="choose one of: mlp, cnn, rnn, resnet, transformer"):
+        build_model("mamba", (1, 8, 8), 10)
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))

@@ -279,7 +279,7 @@ def test_unwritable_output_folder_is_one_line(tmp_path):
     ("override", "expected"),
     [
         ("optimizer.lrr=0.1", "dlrun: error: 'lrr' is not a key of optimizer; did you mean optimizer.lr=0.1?"),
-        ("model=transformer", "dlrun: error: model=transformer: no such option; the options are: cnn, custom, mlp, rnn"),
+        ("model=gpt", "dlrun: error: model=gpt: no such option; the options are: cnn, custom, mlp, resnet, rnn, transformer"),
         ("model=0", "dlrun: error: Config group override must be a string or a list. Got int"),
         ("trainer.epochs=ten", "Value 'ten' of type 'str' could not be converted to Integer"),
     ],

@@ -107,6 +107,23 @@ def test_other_choices_run_end_to_end(run_dlrun, overrides):
     assert summary["status"] == "completed" and summary["test"]["acc"] > 0.2
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("model=cnn", "model.variant=vgg", "regularization=[batchnorm,dropout]"),
+        ("model=cnn", "model.variant=alexnet", "model.activation=leaky_relu"),
+        ("model=resnet", "model.depth=8", "optimizer=sgd"),
+        ("model=transformer", "model.tokens=rows", "optimizer.lr=0.003"),
+        ("model=transformer", "model.layers=2", "optimizer.lr=0.003"),
+    ],
+    ids=["vgg", "alexnet", "resnet", "transformer-rows", "transformer-patches"],
+)
+def test_the_deeper_families_learn_the_digits(run_dlrun, overrides):
+    """Batch norm's running statistics and the deeper stacks need a few epochs on 1294 images."""
+    summary = read_summary(run_dlrun(*QUICK, *overrides, "trainer.epochs=3"))
+    assert summary["status"] == "completed" and summary["test"]["acc"] > 0.5
+
+
 def test_debug_overfit_reaches_full_train_accuracy(run_dlrun):
     run_dir = run_dlrun("debug=overfit", "trainer.progress=off", "trainer.plots=false", "trainer.checkpoints=false")
     rows = read_metrics(run_dir)

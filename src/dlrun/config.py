@@ -102,6 +102,7 @@ class CNNConfig:
     name: str = "cnn"
     variant: str = "simple"
     channels: list[int] = field(default_factory=lambda: [32, 64])
+    convs_per_stage: int = 2
     hidden_size: int = 128
     activation: str = "relu"
     negative_slope: float = 0.01
@@ -115,6 +116,28 @@ class RNNConfig:
     num_layers: int = 1
     bidirectional: bool = False
     nonlinearity: str = "tanh"
+
+
+@dataclass
+class ResNetConfig:
+    name: str = "resnet"
+    depth: int = 20
+    width: int = 16
+    activation: str = "relu"
+    negative_slope: float = 0.01
+
+
+@dataclass
+class TransformerConfig:
+    name: str = "transformer"
+    tokens: str = "patches"
+    patch_size: int = 4
+    dim: int = 64
+    heads: int = 4
+    layers: int = 4
+    mlp_ratio: float = 2.0
+    activation: str = "gelu"
+    negative_slope: float = 0.01
 
 
 @dataclass
@@ -174,6 +197,39 @@ class PlateauScheduleConfig:
     name: str = "plateau"
     factor: float = 0.1
     patience: int = 10
+
+
+@dataclass
+class NoAugmentConfig:
+    name: str = "none"
+
+
+@dataclass
+class StandardAugmentConfig:
+    name: str = "standard"
+    padding: int = 4
+    flip: bool = True
+
+
+@dataclass
+class DigitsAugmentConfig:
+    name: str = "digits"
+    degrees: float = 10.0
+    translate: float = 0.1
+    scale: float = 0.1
+
+
+@dataclass
+class ClassifyTaskConfig:
+    name: str = "classify"
+
+
+@dataclass
+class GanTaskConfig:
+    name: str = "gan"
+    latent_dim: int = 100
+    width: int = 64
+    samples: int = 64
 
 
 @dataclass
@@ -239,10 +295,12 @@ class LoggerConfig:
 class DlrunConfig:
     seed: int = 0
     resume: str = ""
+    task: Any = MISSING
     dataset: Any = MISSING
     model: Any = MISSING
     optimizer: Any = MISSING
     scheduler: Any = MISSING
+    augment: Any = MISSING
     regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -251,7 +309,7 @@ class DlrunConfig:
 
 SCHEMAS: dict[str, dict[str, type]] = {
     "dataset": {"dataset": DatasetConfig, "image_folder": ImageFolderConfig, "tensors": TensorsConfig},
-    "model": {"mlp": MLPConfig, "cnn": CNNConfig, "rnn": RNNConfig},
+    "model": {"mlp": MLPConfig, "cnn": CNNConfig, "rnn": RNNConfig, "resnet": ResNetConfig, "transformer": TransformerConfig},
     "optimizer": {"sgd": SGDConfig, "momentum": MomentumConfig, "adam": AdamConfig, "adamw": AdamWConfig},
     "scheduler": {
         "none": NoScheduleConfig,
@@ -260,6 +318,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "onecycle": OneCycleScheduleConfig,
         "plateau": PlateauScheduleConfig,
     },
+    "augment": {"none": NoAugmentConfig, "standard": StandardAugmentConfig, "digits": DigitsAugmentConfig},
+    "task": {"classify": ClassifyTaskConfig, "gan": GanTaskConfig},
 }
 
 
@@ -346,7 +406,8 @@ def config_dir() -> Path:
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "leaky_relu", "gelu")
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.activation": ACTIVATIONS,
-    "model.variant": ("simple", "lenet5"),
+    "model.variant": ("simple", "lenet5", "vgg", "alexnet"),
+    "model.tokens": ("patches", "rows"),
     "model.cell": ("rnn", "lstm", "gru"),
     "model.nonlinearity": ("tanh", "relu"),
     "trainer.loss": ("cross_entropy", "mse"),
@@ -392,6 +453,21 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "model.hidden_size": (1, None, True, True),
     "model.num_layers": (1, None, True, True),
     "model.negative_slope": (0.0, None, True, True),
+    "model.convs_per_stage": (1, None, True, True),
+    "model.depth": (8, None, True, True),
+    "model.width": (1, None, True, True),
+    "model.patch_size": (1, None, True, True),
+    "model.dim": (1, None, True, True),
+    "model.heads": (1, None, True, True),
+    "model.layers": (1, None, True, True),
+    "model.mlp_ratio": (0.0, None, False, True),
+    "augment.padding": (0, None, True, True),
+    "augment.degrees": (0.0, 180.0, True, True),
+    "augment.translate": (0.0, 1.0, True, False),
+    "augment.scale": (0.0, 1.0, True, False),
+    "task.latent_dim": (1, None, True, True),
+    "task.width": (1, None, True, True),
+    "task.samples": (1, None, True, True),
 }
 
 
@@ -481,10 +557,64 @@ def validate(cfg: DictConfig) -> None:
         sizes = OmegaConf.select(cfg, key)
         if sizes is not None and not theirs and any(s < 1 for s in sizes):
             raise ConfigError(f"{key}={list(sizes)} must hold sizes >= 1")
+    check_model_shape(cfg)
+    check_task(cfg)
     fractions = cfg.dataset.val_fraction + cfg.dataset.test_fraction
     if fractions >= 1.0:
         raise ConfigError(f"dataset.val_fraction + dataset.test_fraction = {fractions:g} must be < 1")
     check_combinations(cfg)
+
+
+def check_model_shape(cfg: DictConfig) -> None:
+    """A ResNet's depth is 6n + 2; a Transformer's width splits evenly across its heads (built-in models only)."""
+    if "_target_" in cfg.model:  # the user's own model: its keys are its own
+        return
+    depth = OmegaConf.select(cfg, "model.depth")
+    if depth is not None and (depth - 2) % 6:
+        raise ConfigError(f"model.depth={depth} must be 6n+2 with n >= 1: 8, 14, 20, 32, 44, 56, 110, ...")
+    dim, heads = OmegaConf.select(cfg, "model.dim"), OmegaConf.select(cfg, "model.heads")
+    if dim is not None and heads is not None and dim % heads:
+        raise ConfigError(f"model.dim={dim} must be a multiple of model.heads={heads}")
+
+
+def check_task(cfg: DictConfig) -> None:
+    """task=gan trains DCGAN's own two networks on the images alone: a classifier's setting that it
+    would silently ignore is refused, naming the key."""
+    if OmegaConf.select(cfg, "task.name") != "gan":
+        return
+    if OmegaConf.to_container(cfg.model) != dataclasses.asdict(MLPConfig()):
+        raise ConfigError(
+            f"model={cfg.model.name} does not apply to task=gan: it trains DCGAN's own generator and discriminator, "
+            "sized by task.latent_dim and task.width; drop the model overrides"
+        )
+    trainer, reg = cfg.trainer, cfg.regularization
+    refused = [
+        ("trainer.loss", trainer.loss, trainer.loss != "cross_entropy", "its loss is the GAN's non-saturating one"),
+        ("regularization.l1", reg.l1, reg.l1 > 0, "only regularization.l2 (weight decay) applies to the two networks"),
+        ("regularization.dropout", reg.dropout, reg.dropout > 0, "DCGAN's networks have no dropout"),
+        ("regularization.batchnorm", reg.batchnorm, reg.batchnorm, "DCGAN's networks have batch norm where DCGAN puts it"),
+        (
+            "trainer.early_stopping.patience",
+            trainer.early_stopping.patience,
+            trainer.early_stopping.patience > 0,
+            "there is no validation accuracy or loss to watch",
+        ),  # fmt: skip
+        ("scheduler", "plateau", cfg.scheduler.name == "plateau", "it watches val/loss, which a GAN has not"),
+        (
+            "augment",
+            OmegaConf.select(cfg, "augment.name"),
+            OmegaConf.select(cfg, "augment.name") not in (None, "none"),
+            "the generator would learn the augmented images",
+        ),  # fmt: skip
+        ("dataset.normalize", True, cfg.dataset.normalize, "the GAN scales the images to [-1, 1] itself"),
+        ("trainer.precision", trainer.precision, trainer.precision != "fp32", "task=gan trains in fp32"),
+        ("trainer.compile", True, trainer.compile, "task=gan runs its networks uncompiled"),
+        ("trainer.grad_clip", trainer.grad_clip, trainer.grad_clip > 0, "task=gan does not clip gradients"),
+    ]
+    for key, value, on, why in refused:
+        if on:
+            shown = str(value).lower() if isinstance(value, bool) else value
+            raise ConfigError(f"{key}={shown} does not apply to task=gan ({why}); drop it")
 
 
 def check_combinations(cfg: DictConfig) -> None:

@@ -81,11 +81,24 @@ def for_option(group: str, option: str) -> str:
     return f"{group}={option}: no such option; the options are: {', '.join(options)}{hint}"
 
 
+def _chosen(message: str) -> str:
+    """The option whose schema a ConfigKeyError names ('SGDConfig' -> 'sgd')."""
+    schema = re.search(r"object_type=(\w+)", message)
+    names = {node.__name__: option for options in SCHEMAS.values() for option, node in options.items()}
+    return names.get(schema.group(1), "?") if schema else "?"
+
+
 def explain(message: str) -> str | None:
     """One line for a Hydra composition error about a misspelt name, or None to keep Hydra's message."""
     override = re.search(r"Could not override '([^']+)'\.\s*\nTo append to your config use \+[^=\s]+=(.*)", message)
     if override:
         return for_key(override.group(1), override.group(2).strip())
+    preset = re.search(r"In 'task/(\w+)': ConfigKeyError.*?Key '(\w+)' not in .*?full_key: (\w+)\.", message, re.S)
+    if preset:  # e.g. task=gan sets optimizer.beta1, which optimizer=sgd lacks
+        task, key, group = preset.groups()
+        owners = [option for option, schema in SCHEMAS.get(group, {}).items() if key in _fields(schema)]
+        choices = " or ".join(f"{group}={o}" for o in owners)
+        return f"task={task} sets {group}.{key}, which {group}={_chosen(message)} lacks; with task={task} choose {choices}"
     missing = re.search(r"Could not find '([\w.-]+)/([^']+)'", message)
     if missing and missing.group(1) in groups():
         return for_option(missing.group(1), missing.group(2))

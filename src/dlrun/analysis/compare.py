@@ -29,7 +29,7 @@ from dlrun.analysis.table import print_table, table_console
 
 __all__ = ["main", "parser", "find_runs", "load_run", "differing_keys", "varying_overrides", "filter_runs", "group_runs", "sort_items"]
 
-CURVE_METRICS = ("val/acc", "val/loss", "test/acc", "test/loss", "train/acc", "train/loss")  # metrics.csv columns
+CURVE_METRICS = ("val/acc", "val/loss", "test/acc", "test/loss", "train/acc", "train/loss", "gen/loss", "disc/loss")  # metrics.csv columns
 
 EPILOG = """\
 examples:
@@ -89,7 +89,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help=f"the metric the table highlights, the default sort, and the plot's curves: "
         f"{', '.join(CURVE_METRICS)} (default: val/acc, or test/acc when no run has "
-        "a validation split)",
+        "a validation split, or gen/loss when all are GANs)",
     )
     p.add_argument("--format", choices=("table", "csv", "json", "md"), default="table", help="output format (default: table)")
     p.add_argument("--top", metavar="N", type=int, help="show only the first N rows")

@@ -279,5 +279,8 @@ def item_has(item: Any, key: str) -> bool:
 
 
 def default_metric(runs: Sequence[Run]) -> str:
-    """val/acc, or test/acc when no run has a validation split."""
-    return "val/acc" if any("val/acc" in r.metrics for r in runs) else "test/acc"
+    """val/acc, or test/acc when no run has a validation split, or gen/loss when every run is a GAN (task=gan)."""
+    if any("val/acc" in r.metrics for r in runs):
+        return "val/acc"
+    gans = runs and all("gen/loss" in r.metrics for r in runs)
+    return "gen/loss" if gans else "test/acc"

@@ -20,7 +20,8 @@ from typing import IO, Any
 from dlrun.analysis.query import Group, Stat, higher_is_better
 from dlrun.analysis.runfolder import METRICS, Run, shown, text
 
-SHOWN_METRICS = ("val/acc", "test/acc", "test/loss")  # the table's metric columns; time_s comes last
+# The table's metric columns (those some run has: gen/loss and disc/loss are task=gan's); time_s comes last.
+SHOWN_METRICS = ("val/acc", "test/acc", "test/loss", "gen/loss", "disc/loss")
 GROUP_CSV_METRICS = ("epochs_done", "val/acc", "val/loss", "test/acc", "test/loss", "train/acc", "train/loss", "time_s")
 HEADERS = {"val/acc": "best val/acc", "val/loss": "best val/loss", "time_s": "time", "epochs_done": "epochs"}
 MISSING = "—"

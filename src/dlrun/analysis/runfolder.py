@@ -33,8 +33,21 @@ METRICS_LIMIT = 64 << 20  # bytes of metrics.csv (about 100 bytes an epoch)
 YAML_LIMIT = 1 << 20  # bytes of a .hydra/*.yaml file (a few KiB)
 
 # Keys a run answers besides its config and overrides. The metrics are those of the epoch with the
-# best val/acc (the weights a run keeps and tests), except train/* (the last epoch) and time_s.
-METRICS = ("val/acc", "val/loss", "test/acc", "test/loss", "train/acc", "train/loss", "best_epoch", "time_s", "params")
+# best val/acc (the weights a run keeps and tests), except train/* and a GAN's gen/loss and
+# disc/loss (the last epoch) and time_s.
+METRICS = (
+    "val/acc",
+    "val/loss",
+    "test/acc",
+    "test/loss",
+    "train/acc",
+    "train/loss",
+    "gen/loss",
+    "disc/loss",
+    "best_epoch",
+    "time_s",
+    "params",
+)
 FIELDS = ("run", "status", "epochs_done", "epochs", "error", "experiment", "path")
 ALIASES = {"time": "time_s", "wall_s": "time_s", "id": "run"}
 
@@ -342,6 +355,8 @@ def load_run(path: Path | str) -> Run:
         "test/loss": _number(test.get("loss")),
         "train/acc": _number(final.get("train/acc")),
         "train/loss": _number(final.get("train/loss")),
+        "gen/loss": _number(final.get("gen/loss")),
+        "disc/loss": _number(final.get("disc/loss")),
         "best_epoch": _number(best.get("epoch")),
         "time_s": _number(_dict(summary.get("timing")).get("wall_s")),
         "params": _count(summary.get("params")),

@@ -76,6 +76,10 @@ class Reporter:
         if test:
             grid.add_row("test accuracy", f"[bold green]{pct(test['acc'])}[/]  ({test['examples']} images)")
             grid.add_row("test loss", f"{test['loss']:.4f}")
+        final = summary.get("final") or {}
+        if "gen/loss" in final:  # task=gan
+            grid.add_row("last epoch's losses", f"generator {final['gen/loss']:.4f}, discriminator {final['disc/loss']:.4f}")
+            grid.add_row("samples", "plots/samples.png (final), plots/progress.png (epoch by epoch)")
         best = summary.get("best") or {}
         if best.get("val/acc") is not None:
             grid.add_row("best val accuracy", f"{pct(best['val/acc'])} (epoch {best['epoch']})")

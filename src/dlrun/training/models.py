@@ -3,6 +3,8 @@
 Every builder takes the input shape (C, H, W) and the number of classes from the dataset, so
 nothing is tied to 28x28 or to 10 classes, plus the regularization that lives inside a model
 (dropout probability, batch normalization on or off). No builder ever sees a DictConfig.
+The deeper families live beside this file: VGG, AlexNet and ResNet in convnets.py, the vision
+Transformer in transformer.py.
 """
 
 from __future__ import annotations
@@ -13,15 +15,9 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-
-def make_activation(name: str, negative_slope: float = 0.01) -> nn.Module:
-    """A fresh activation module by name (relu, sigmoid, tanh, leaky_relu, gelu)."""
-    if name == "leaky_relu":
-        return nn.LeakyReLU(negative_slope)
-    table: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU}
-    if name not in table:
-        raise ValueError(f"unknown activation {name!r}; choose one of: {', '.join([*table, 'leaky_relu'])}")
-    return table[name]()
+from dlrun.training.activations import make_activation
+from dlrun.training.convnets import alexnet_features, build_resnet, he_init, vgg_features
+from dlrun.training.transformer import build_transformer
 
 
 def build_mlp(
@@ -76,6 +72,7 @@ def build_cnn(
     *,
     variant: str = "simple",
     channels: Sequence[int] = (32, 64),
+    convs_per_stage: int = 2,
     hidden_size: int = 128,
     activation: str = "relu",
     negative_slope: float = 0.01,
@@ -83,7 +80,10 @@ def build_cnn(
     batchnorm: bool = False,
 ) -> nn.Module:
     """variant=simple: a 3x3 conv + 2x2 max-pool block per entry of `channels`, then a hidden
-    Linear layer. variant=lenet5: LeNet-5 (5x5 convs with 6 and 16 filters, 120 and 84 units)."""
+    Linear layer. variant=lenet5: LeNet-5 (5x5 convs with 6 and 16 filters, 120 and 84 units).
+    variant=vgg: `convs_per_stage` 3x3 convs per entry of `channels`, each stage then pooled, and
+    a hidden Linear layer. variant=alexnet: AlexNet's shape scaled to small images, two hidden
+    Linear layers. Dropout and batch norm act on the hidden Linear layers; batch norm on the convs too."""
     c, h, w = input_shape
     act = lambda: make_activation(activation, negative_slope)  # noqa: E731
     if variant == "simple":
@@ -100,8 +100,14 @@ def build_cnn(
         convs = _conv_block(c, 6, 5, 2, act, batchnorm) + _conv_block(6, 16, 5, 0, act, batchnorm)
         c, h, w = 16, (h // 2 - 4) // 2, (w // 2 - 4) // 2
         hidden = [120, 84]
+    elif variant == "vgg":
+        convs, (c, h, w) = vgg_features(input_shape, channels, convs_per_stage, act, batchnorm)
+        hidden = [hidden_size]
+    elif variant == "alexnet":
+        convs, (c, h, w) = alexnet_features(input_shape, act, batchnorm)
+        hidden = [hidden_size, hidden_size]
     else:
-        raise ValueError(f"unknown model.variant {variant!r}; choose one of: simple, lenet5")
+        raise ValueError(f"unknown model.variant {variant!r}; choose one of: simple, lenet5, vgg, alexnet")
     head = build_mlp(
         (c, h, w),
         num_classes,
@@ -111,7 +117,8 @@ def build_cnn(
         dropout=dropout,
         batchnorm=batchnorm,
     )
-    return nn.Sequential(*convs, head)
+    model = nn.Sequential(*convs, head)
+    return he_init(model) if variant in ("vgg", "alexnet") else model
 
 
 class RowRNN(nn.Module):
@@ -188,7 +195,13 @@ def build_rnn(
     )
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"mlp": build_mlp, "cnn": build_cnn, "rnn": build_rnn}
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "mlp": build_mlp,
+    "cnn": build_cnn,
+    "rnn": build_rnn,
+    "resnet": build_resnet,
+    "transformer": build_transformer,
+}
 
 
 def build_model(name: str, input_shape: Sequence[int], num_classes: int, **kwargs) -> nn.Module:

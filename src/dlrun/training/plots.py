@@ -111,3 +111,73 @@ def plot_samples(images, targets: Sequence[int], predictions: Sequence[int], cla
     fig.suptitle("test images: true / predicted")
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# task=gan: sample grids, their progression over the epochs, and the two networks' losses.
+
+GRID_PADDING = 2  # pixels between the images of a grid (torchvision's default)
+
+
+def save_image_grid(images, path: Path) -> None:
+    """Images (N, C, H, W) in [0, 1] as one PNG: a square grid, pixel for pixel (no resampling)."""
+    import math
+
+    from torchvision.utils import save_image
+
+    save_image(images.clamp(0, 1), path, nrow=math.ceil(math.sqrt(len(images))), padding=GRID_PADDING)
+
+
+def save_progression(grids: Sequence[Path], path: Path, image_height: int, rows: int = 10) -> None:
+    """The first row of up to `rows` of the epochs' grids (first and last always), one under the
+    other, labelled with the epoch: what the same noise became as training went on. The grids also
+    go into an animation beside it (`path` with .gif)."""
+    import re
+
+    from PIL import Image
+
+    plt = _pyplot()
+    if not grids:
+        return
+    count = min(rows, len(grids))
+    picks = sorted({round(i * (len(grids) - 1) / max(1, count - 1)) for i in range(count)})  # evenly spread, first and last
+    strip = image_height + 2 * GRID_PADDING  # the grid's top row of images with the padding around it
+    fig, axes = plt.subplots(len(picks), 1, figsize=(8, 0.9 * len(picks) + 0.4), squeeze=False, constrained_layout=True)
+    for ax, i in zip(axes[:, 0], picks, strict=True):
+        with Image.open(grids[i]) as image:
+            ax.imshow(image.convert("RGB").crop((0, 0, image.width, strip)), interpolation="nearest")
+        epoch = re.search(r"(\d+)", grids[i].stem)
+        ax.set_ylabel(f"epoch {int(epoch.group(1))}" if epoch else grids[i].stem, rotation=0, ha="right", va="center")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("the same noise, epoch by epoch")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    frames = [Image.open(p).convert("RGB") for p in grids]
+    frames[0].save(path.with_suffix(".gif"), save_all=True, append_images=frames[1:], duration=400, loop=0)
+    for frame in frames:
+        frame.close()
+
+
+def plot_gan_losses(rows: Sequence[dict], path: Path, title: str = "") -> None:
+    """The generator's and the discriminator's loss per epoch, and the discriminator's mean
+    probability of 'real' for real and for generated images."""
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [int(r["epoch"]) for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for ax, keys, label in ((axes[0], ("gen/loss", "disc/loss"), "loss"), (axes[1], ("disc/real", "disc/fake"), "mean D(image)")):
+        for key, style in zip(keys, ("-o", "-s"), strict=True):
+            ax.plot(epochs, [float(r[key]) for r in rows], style, markersize=3, label=key)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    axes[0].set_title("losses")
+    axes[1].set_title("discriminator's probability of 'real'")
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

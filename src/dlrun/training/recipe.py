@@ -21,6 +21,7 @@ from rich.console import Console
 from dlrun.analysis.runfolder import RUN_FOLDER_FORMAT, shown
 from dlrun.config import validate
 from dlrun.errors import ConfigError, Diverged, DlrunError
+from dlrun.training.augment import augmented, build_augment
 from dlrun.training.checkpoint import restore
 from dlrun.training.console import Reporter
 from dlrun.training.data import Data, load_dataset
@@ -59,6 +60,12 @@ def schedule_kwargs(cfg: DictConfig) -> dict[str, Any]:
     return kwargs
 
 
+def augment_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """The augment node as keyword arguments: none for a run saved before dlrun had augmentation."""
+    node = cfg.get("augment")
+    return OmegaConf.to_container(node, resolve=True) if node is not None else {"name": "none"}
+
+
 def dataset_kwargs(cfg: DictConfig) -> dict[str, Any]:
     kwargs = OmegaConf.to_container(cfg.dataset, resolve=True)
     kwargs.pop("name")
@@ -75,10 +82,12 @@ def describe_experiment(cfg: DictConfig) -> str:
     reg = cfg.regularization
     switches = {"l1": reg.l1 > 0, "l2": reg.l2 > 0, "dropout": reg.dropout > 0, "batchnorm": reg.batchnorm}
     parts = [name for name, on in switches.items() if on]
+    augment = augment_kwargs(cfg)["name"]
+    parts += [f"augment {augment}"] if augment != "none" else []
     if "_target_" in cfg.model:  # the user's own model, by its class or function name (its keys are its own)
         model = str(cfg.model._target_).rsplit(".", 1)[-1]
     else:
-        family = cfg.model.get("variant") or cfg.model.get("cell")  # cnn.variant / rnn.cell choose inside a family
+        family = cfg.model.get("variant") or cfg.model.get("cell") or cfg.model.get("depth")  # cnn.variant / rnn.cell / resnet.depth
         model = f"{cfg.model.name} {family}" if family else cfg.model.name
     text = f"{model} + {cfg.optimizer.name} (lr {shown(cfg.optimizer.lr)}) on {cfg.dataset.name}"
     return text + (f", {' + '.join(parts)}" if parts else "")
@@ -182,6 +191,9 @@ def build_loop(cfg: DictConfig, data: Data, device: torch.device, recorder: RunR
         stop = SyncedStop(stop, device) if stop is not None else None
     forward = torch.compile(forward) if trainer.compile else forward
     step, step_name = choose_step(model, forward, optimizer, train_settings, trainer.fast_path, reporter.warn)
+    augment = build_augment(**augment_kwargs(cfg))
+    if augment is not None:  # training batches only: evaluation never goes through the step
+        step = augmented(step, augment, generator)
     loop = Loop(model=model, forward=forward, optimizer=optimizer, step=step, data=data, train_settings=train_settings,
                 eval_settings=eval_settings, generator=generator, epochs=trainer.epochs, recorder=recorder, reporter=reporter,
                 checkpoints=trainer.checkpoints, hooks=hooks, stop=stop,
@@ -208,6 +220,10 @@ def execute(
     failed, interrupted, or refused: a user's error found before the first step) whatever
     happens, so a run folder always describes itself.
     """
+    if OmegaConf.select(cfg, "task.name") == "gan":  # the second recipe (a run saved before tasks existed classifies)
+        from dlrun.training.gan import execute_gan
+
+        return execute_gan(cfg, run_dir, console=console, overrides=overrides, resume=resume, stop=stop)
     validate(cfg)
     run_dir = Path(run_dir)
     place = world()  # under torchrun, only rank 0 writes the folder, prints and logs
