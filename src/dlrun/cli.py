@@ -47,7 +47,7 @@ def task(cfg) -> float:
             summary = _run(cfg, run_dir, overrides, stop)
         if stop() and summary.get("status") == "completed":
             print(f"dlrun: the run had finished training when it was asked to stop; it completed ({run_dir})", file=sys.stderr)
-        return objective(summary)
+        return objective(summary, (summary.get("trial") or {}).get("objective", "val/acc"))
     except Interrupted as err:
         print(f"dlrun: interrupted; the finished epochs are in {run_dir}; continue with: dlrun resume={run_dir}", file=sys.stderr)
         sys.exit(err.exit_code)
@@ -65,12 +65,15 @@ def task(cfg) -> float:
         sys.exit(code)
 
 
-def objective(summary: dict) -> float:
-    """Best val/acc, or the last test/acc where there is no validation split; NaN unless completed."""
+def objective(summary: dict, key: str = "val/acc") -> float:
+    """Best val/acc (key val/loss: the validation loss of that epoch, whose weights the run keeps), or
+    the last test/acc (test/loss) where there is no validation split; NaN unless completed.
+
+    A trial of an Optuna search is scored by its study's objective (summary.json's `trial`)."""
     if summary.get("status") != "completed":
         return math.nan
     best, test = summary.get("best") or {}, summary.get("test") or {}
-    value = best.get("val/acc", test.get("acc"))
+    value = best.get(key, test.get(key.split("/")[-1]))
     return float(value) if isinstance(value, (int, float)) else math.nan
 
 

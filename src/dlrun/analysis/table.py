@@ -20,6 +20,7 @@ from dlrun.analysis.report import METRICS, epochs_cell, header, human, human_col
 from dlrun.analysis.runfolder import Run
 
 STATUS_STYLE = {"completed": "green", "running": "cyan", "failed": "red", "diverged": "magenta", "interrupted": "yellow", "unknown": "dim"}
+STATUS_STYLE["pruned"] = "blue"  # stopped by an Optuna search's pruner: over, like completed
 
 
 def table_console(file: IO[str] | None = None) -> Console:

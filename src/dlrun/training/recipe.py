@@ -7,6 +7,7 @@ runs it, then tests the kept weights and writes the folder's summary and plots.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from datetime import datetime, timezone
@@ -29,6 +30,7 @@ from dlrun.training.hooks import EarlyStopping, build_schedule
 from dlrun.training.models import build_model, count_parameters
 from dlrun.training.optim import build_optimizer
 from dlrun.training.plots import plot_confusion_matrix, plot_samples, plot_training_curves
+from dlrun.training.pruning import trial_pruning
 from dlrun.training.recorder import RunRecorder, command_line, git_commit, versions
 from dlrun.training.signals import Interrupted, StopRequest
 from dlrun.training.steps import StepSettings, choose_step, evaluate, make_loss, num_batches
@@ -142,6 +144,9 @@ def build_loop(cfg: DictConfig, data: Data, device: torch.device, recorder: RunR
     if trainer.early_stopping.patience > 0:
         stopping = trainer.early_stopping
         hooks["early_stopping"] = EarlyStopping(stopping.monitor, stopping.patience, stopping.min_delta)
+    pruning = trial_pruning(os.environ)  # a trial of an Optuna search (hydra/sweeper=optuna) reports every epoch
+    if pruning is not None:
+        hooks["pruning"] = pruning
     forward = torch.compile(model) if trainer.compile else model
     step, step_name = choose_step(model, forward, optimizer, train_settings, trainer.fast_path, reporter.warn)
     loop = Loop(model=model, forward=forward, optimizer=optimizer, step=step, data=data, train_settings=train_settings,
@@ -163,8 +168,8 @@ def execute(
     """Run the experiment `cfg` into `run_dir` (continuing its last.pt when `resume`); return the
     summary also written to summary.json.
 
-    summary.json says `running` from the start, and the final status (completed, diverged,
-    failed or interrupted) whatever happens, so a run folder always describes itself.
+    summary.json says `running` from the start, and the final status (completed, pruned,
+    diverged, failed or interrupted) whatever happens, so a run folder always describes itself.
     """
     validate(cfg)
     run_dir = Path(run_dir)
@@ -195,6 +200,8 @@ def execute(
             state = loop.state
         summary |= {"device": describe(device), "params": count_parameters(loop.model), "step": step_name, "versions": versions(),
                     "git_commit": git_commit(), "data": describe_data(data)}  # fmt: skip
+        if "pruning" in loop.hooks:
+            summary["trial"] = loop.hooks["pruning"].describe()
         recorder.write_summary(summary)
         reporter.print(
             f"[bold]{title}[/]  {summary['params']:,} parameters, {len(data.train)} training images, "
@@ -209,7 +216,7 @@ def execute(
         summary |= {"status": state.stop_status if state.stop_reason else "completed", "final": history[-1], "best": state.best,
                     "test": {"loss": test["loss"], "acc": test["acc"], "examples": test["examples"]}}  # fmt: skip
         if state.stop_reason:
-            summary |= {"stopped_early_at": state.epoch, "stop_reason": state.stop_reason}
+            summary |= {"pruned_at" if state.stop_status == "pruned" else "stopped_early_at": state.epoch, "stop_reason": state.stop_reason}
         summary["timing"] = _timing(state, started)
         if cfg.trainer.plots:
             write_plots(recorder, data, history, test, title)
