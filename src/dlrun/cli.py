@@ -127,13 +127,17 @@ def _record_failure(run_dir: Path, err: Exception, cfg, overrides: list[str]) ->
 
 def error_message(err: Exception) -> str:
     """What the user sees for an error raised outside a run: Hydra's own message for composition
-    errors (it lists the valid choices), one line for anything else."""
-    from hydra.errors import CompactHydraException
+    errors (it lists the valid choices), one line for anything else (an override that does not
+    parse, too)."""
+    from hydra.errors import CompactHydraException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
 
     from dlrun.errors import DlrunError
 
     cause = err.__cause__
+    if isinstance(err, OverrideParseException):  # the override and the parser's reason on one line, without the grammar link
+        lines = [line.strip() for line in str(err).splitlines() if line.strip() and not line.startswith("See https://")]
+        return "dlrun: error: " + ": ".join(lines)
     if isinstance(err, CompactHydraException):
         return str(err) + (f"\n{cause}" if isinstance(cause, OmegaConfBaseException) else "")
     if isinstance(cause, (DlrunError, OSError)):
