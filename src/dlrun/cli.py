@@ -58,7 +58,7 @@ def task(cfg) -> float:
             print(_job_line(hydra_cfg.job.num, overrides, summary, run_dir), flush=True)
         if stop() and summary.get("status") == "completed":
             print(f"dlrun: the run had finished training when it was asked to stop; it completed ({run_dir})", file=sys.stderr)
-        return objective(summary)
+        return objective(summary, (summary.get("trial") or {}).get("objective", "val/acc"))
     except Interrupted as err:
         print(f"dlrun: interrupted; the finished epochs are in {run_dir}; continue with: dlrun resume={run_dir}", file=sys.stderr)
         sys.exit(err.exit_code)
@@ -116,12 +116,15 @@ def _job_line(num: int, overrides: list[str], summary: dict, run_dir: Path) -> s
     return f"job {num} ({' '.join(overrides)}): {', '.join(parts)}; {run_dir}"
 
 
-def objective(summary: dict) -> float:
-    """Best val/acc, or the last test/acc where there is no validation split; NaN unless completed."""
+def objective(summary: dict, key: str = "val/acc") -> float:
+    """Best val/acc (key val/loss: the validation loss of that epoch, whose weights the run keeps), or
+    the last test/acc (test/loss) where there is no validation split; NaN unless completed.
+
+    A trial of an Optuna search is scored by its study's objective (summary.json's `trial`)."""
     if summary.get("status") != "completed":
         return math.nan
     best, test = summary.get("best") or {}, summary.get("test") or {}
-    value = best.get("val/acc", test.get("acc"))
+    value = best.get(key, test.get(key.split("/")[-1]))
     return float(value) if isinstance(value, (int, float)) else math.nan
 
 
@@ -216,14 +219,18 @@ def _record_failure(run_dir: Path, err: Exception, cfg, overrides: list[str]) ->
 
 def error_message(err: Exception) -> str:
     """What the user sees for an error raised outside a run: Hydra's own message for composition
-    errors (it lists the valid choices), one line for anything else."""
-    from hydra.errors import CompactHydraException
+    errors (it lists the valid choices), one line for anything else (an override that does not
+    parse, too)."""
+    from hydra.errors import CompactHydraException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
 
     from dlrun.errors import DlrunError
     from dlrun.typos import explain
 
     cause = err.__cause__
+    if isinstance(err, OverrideParseException):  # the override and the parser's reason on one line, without the grammar link
+        lines = [line.strip() for line in str(err).splitlines() if line.strip() and not line.startswith("See https://")]
+        return "dlrun: error: " + ": ".join(lines)
     if isinstance(err, CompactHydraException):
         text = str(err) + (f"\n{cause}" if isinstance(cause, OmegaConfBaseException) else "")
         plain = explain(text)  # a misspelt group, key or option, with what was most likely meant

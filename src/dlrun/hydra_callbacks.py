@@ -11,20 +11,32 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 
 from dlrun.analysis.runfolder import find_runs
 from dlrun.analysis.sweep import summarize_sweep
+
+FINISHED = ("completed", "pruned")  # a job's statuses that do not fail the sweep
 
 
 class SweepSummary(Callback):
     """Hydra callback: summarize the sweep's jobs when the sweep ends."""
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        """Summarize; then, if any job failed, diverged or was cut short, end the sweep with exit code 1."""
+        """Summarize (an Optuna search: its study too); then, if any job failed, diverged or was cut
+        short, end the sweep with exit code 1. A pruned trial is finished: the search stopped it."""
         folder = sweep_folder(config)
         summarize_sweep(folder)
         jobs = find_runs([folder], [])
-        unfinished = [run for run in jobs if run.status != "completed"]
+        if is_search(config):
+            from dlrun.analysis.study import launched_folders, study_location, summarize_study
+
+            sweeper = config.hydra.sweeper
+            location = study_location(sweeper.storage, sweeper.study_name, folder)
+            summarize_study(folder, *location)
+            launched = launched_folders(*location)  # a resumed search answers for its own trials, not for earlier failures
+            jobs = [run for run in jobs if run.path.resolve() in launched]
+        unfinished = [run for run in jobs if run.status not in FINISHED]
         if unfinished:
             print(
                 f"dlrun: {len(unfinished)} of {len(jobs)} jobs did not complete: "
@@ -32,6 +44,12 @@ class SweepSummary(Callback):
                 file=sys.stderr,
             )
             raise SystemExit(1)
+
+
+def is_search(config: Any) -> bool:
+    """Did dlrun's Optuna sweeper run this multirun?"""
+    target = OmegaConf.select(config, "hydra.sweeper._target_", default="")
+    return str(target).startswith("hydra_plugins.dlrun_optuna_sweeper.")
 
 
 def sweep_folder(config: Any) -> Path:

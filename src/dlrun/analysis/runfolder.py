@@ -57,7 +57,7 @@ class Run:
     """One run folder, read. `config` is flattened to dotted keys (`optimizer.lr`)."""
 
     path: Path
-    status: str  # completed | running | failed | diverged | interrupted; unknown without summary.json
+    status: str  # completed | pruned | running | failed | diverged | interrupted; unknown without summary.json
     epochs: int | None  # planned
     epochs_done: int  # finished: the rows of metrics.csv
     config: dict[str, Any]

@@ -26,6 +26,7 @@ STATUS_STYLE = {
     "diverged": "magenta",
     "interrupted": "yellow",
     "refused": "dim",
+    "pruned": "blue",  # stopped by an Optuna search's pruner: over, like completed
     "unknown": "dim",
 }
 

@@ -34,6 +34,7 @@ from dlrun.training.models import build_model, count_parameters
 from dlrun.training.optim import build_optimizer
 from dlrun.training.own import build_own_model, check_forward
 from dlrun.training.plots import plot_confusion_matrix, plot_samples, plot_training_curves
+from dlrun.training.pruning import trial_pruning
 from dlrun.training.recorder import NullRecorder, RunRecorder, command_line, git_commit, versions
 from dlrun.training.signals import Interrupted, StopRequest
 from dlrun.training.steps import StepSettings, choose_step, evaluate, make_loss, num_batches
@@ -183,6 +184,9 @@ def build_loop(cfg: DictConfig, data: Data, device: torch.device, recorder: RunR
     if trainer.early_stopping.patience > 0:
         stopping = trainer.early_stopping
         hooks["early_stopping"] = EarlyStopping(stopping.monitor, stopping.patience, stopping.min_delta)
+    pruning = trial_pruning(os.environ)  # a trial of an Optuna search (hydra/sweeper=optuna) reports every epoch
+    if pruning is not None:
+        hooks["pruning"] = pruning
     forward = model
     if place.size > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -216,9 +220,9 @@ def execute(
     """Run the experiment `cfg` into `run_dir` (continuing its last.pt when `resume`); return the
     summary also written to summary.json.
 
-    summary.json says `running` from the start, and the final status (completed, diverged,
-    failed, interrupted, or refused: a user's error found before the first step) whatever
-    happens, so a run folder always describes itself.
+    summary.json says `running` from the start, and the final status (completed, pruned,
+    diverged, failed, interrupted, or refused: a user's error found before the first step)
+    whatever happens, so a run folder always describes itself.
     """
     if OmegaConf.select(cfg, "task.name") == "gan":  # the second recipe (a run saved before tasks existed classifies)
         from dlrun.training.gan import execute_gan
@@ -269,6 +273,8 @@ def execute(
             state = loop.state
         summary |= {"device": describe(device), "params": count_parameters(loop.model), "step": step_name, "versions": versions(),
                     "git_commit": git_commit(), "data": describe_data(data)}  # fmt: skip
+        if "pruning" in loop.hooks:
+            summary["trial"] = loop.hooks["pruning"].describe()
         recorder.write_summary(summary)
         reporter.print(
             f"[bold]{title}[/]  {summary['params']:,} parameters, {len(data.train)} training images, "
@@ -285,7 +291,7 @@ def execute(
         summary |= {"status": state.stop_status if state.stop_reason else "completed", "final": history[-1], "best": state.best,
                     "test": {"loss": test["loss"], "acc": test["acc"], "examples": test["examples"]}}  # fmt: skip
         if state.stop_reason:
-            summary |= {"stopped_early_at": state.epoch, "stop_reason": state.stop_reason}
+            summary |= {"pruned_at" if state.stop_status == "pruned" else "stopped_early_at": state.epoch, "stop_reason": state.stop_reason}
         summary["timing"] = _timing(state, started)
         if cfg.trainer.plots and place.main:
             write_plots(recorder, data, history, test, title)

@@ -35,6 +35,7 @@ ADJUSTABLE = {
     "dataset.max_memory_gb",
 }
 GLOBAL_GROUPS = {"experiment", "debug"}  # presets that may set any key
+FINAL = ("completed", "pruned")  # statuses of a run that is over: never trained further nor changed
 
 
 @dataclass
@@ -51,9 +52,9 @@ def plan_resume(cfg: Any, run_dir: Path, overrides: list[str]) -> ResumePlan:
     """Decide what `resume` (empty, a run folder, or auto) means for this command, before anything changes.
 
     An override that would change the saved experiment is refused. A completed run (all its
-    epochs, or stopped early) is final: resuming it prints a note and changes nothing, and asking
-    it for more epochs is refused, since its files would change. Any other run continues from
-    its checkpoints/last.pt.
+    epochs, or stopped early) and a pruned one are final: resuming it prints a note and changes
+    nothing, and asking it for more epochs is refused, since its files would change. Any other run
+    continues from its checkpoints/last.pt.
     """
     from omegaconf import OmegaConf
 
@@ -70,15 +71,16 @@ def plan_resume(cfg: Any, run_dir: Path, overrides: list[str]) -> ResumePlan:
     merged = merge_for_resume(saved_config(folder), OmegaConf.to_container(cfg, resolve=True), overrides)
     merged["resume"] = resume
     plan = ResumePlan(literal_config(merged), summary.get("overrides", overrides), folder)  # saved values are data
-    if summary.get("status") == "completed":
+    if summary.get("status") in FINAL:
         done = summary.get("epochs_completed")
         wanted = merged["trainer"]["epochs"]
-        if resume != "auto" and type(done) is int and wanted > done and not summary.get("stopped_early_at"):
+        stopped = summary.get("stopped_early_at") or summary.get("pruned_at")
+        if resume != "auto" and type(done) is int and wanted > done and not stopped:
             raise ResumeError(
                 f"resume={resume}: the run completed its {done} epochs, and a finished run is never changed; "
                 f"to train for {wanted}, start a new run"
             )
-        print(f"dlrun: {folder} already completed ({done} epochs); kept as it is", file=sys.stderr)
+        print(f"dlrun: {folder} already {summary['status']} ({done} epochs); kept as it is", file=sys.stderr)
         plan.kept = summary
         return plan
     if not has_checkpoint:
