@@ -149,7 +149,7 @@ def test_filter_on_an_unknown_key_names_close_ones(lr_sweep, capsys):
     [
         (["--sort", "accuracy"], "unknown key 'accuracy'; did you mean val/acc, test/acc, train/acc?"),
         (["--sort", "test_accuracy"], "unknown key 'test_accuracy'; did you mean test/acc?"),
-        (["--sort", "loss"], "unknown key 'loss'; did you mean val/loss, test/loss, train/loss?"),
+        (["--sort", "loss"], "unknown key 'loss'; did you mean val/loss, test/loss, train/loss, gen/loss, disc/loss?"),
         (["--filter", "dropuot=0.1"], "unknown key 'dropuot'; did you mean regularization.dropout?"),
         (["--group-by", "name"], "ambiguous key 'name'; did you mean dataset.name, device.name, model.name, optimizer.name?"),
     ],
