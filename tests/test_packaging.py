@@ -25,6 +25,9 @@ def test_wheel_carries_every_config_file(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {f"dlrun/conf/{p.relative_to(ROOT / 'conf')}" for p in (ROOT / "conf").rglob("*.yaml")}
     assert expected and expected <= names
+    # The Optuna sweeper sits in Hydra's plugin namespace package, which has no __init__.py of its own.
+    assert {"hydra_plugins/dlrun_optuna_sweeper/config.py", "hydra_plugins/dlrun_optuna_sweeper/_search.py"} <= names
+    assert "hydra_plugins/__init__.py" not in names
 
 
 @pytest.mark.slow

@@ -140,6 +140,21 @@ def test_a_resumed_search_continues_its_study_with_new_trials(tmp_path, interrup
 
 
 @pytest.mark.slow
+def test_trials_enqueued_in_the_study_run_first(tmp_path):
+    import optuna
+
+    sweep = tmp_path / "search"
+    sweep.mkdir()
+    study = optuna.create_study(study_name="dlrun", storage=f"sqlite:///{sweep / 'optuna.db'}", direction="maximize")
+    study.enqueue_trial({"optimizer.lr": 0.003, "model.hidden_sizes": "[64,32]"})
+    assert main([*SEARCH, "trainer.plots=false", "trainer.epochs=2", "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={sweep}"]) == 0
+    assert [(t.number, t.state.name, t.params) for t in study_trials(sweep)] == [
+        (0, "COMPLETE", {"optimizer.lr": 0.003, "model.hidden_sizes": "[64,32]"})
+    ]
+    assert {"optimizer.lr=0.003", "model.hidden_sizes=[64,32]"} <= set(read_summary(sweep / "0")["overrides"])
+
+
+@pytest.mark.slow
 def test_joblib_workers_share_the_study_without_locking_errors(tmp_path, capfd):
     sweep = tmp_path / "search"
     launcher = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2"]

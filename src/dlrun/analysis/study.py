@@ -160,7 +160,8 @@ def _param(value: Any) -> str:
 
 def _plot_study(optuna: Any, study: Any, sweep_dir: Path, objective: str, completed: int, notes: list[str]) -> dict[str, Path]:
     """optimization_history.png, param_importances.png (>= 2 parameters and enough trials) and
-    parallel_coordinate.png, drawn by optuna.visualization.matplotlib; a plot that cannot be drawn is a note."""
+    parallel_coordinate.png (>= 2 trials), drawn by optuna.visualization.matplotlib; a plot that
+    cannot be drawn is a note."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -168,7 +169,9 @@ def _plot_study(optuna: Any, study: Any, sweep_dir: Path, objective: str, comple
     from optuna.visualization import matplotlib as draw
 
     params = {name for t in study.get_trials(deepcopy=False) for name in t.params}
-    plots = {"history": draw.plot_optimization_history, "parallel": draw.plot_parallel_coordinate}
+    plots = {"history": draw.plot_optimization_history}
+    if completed >= 2:  # one trial has no ranges to draw
+        plots["parallel"] = draw.plot_parallel_coordinate
     if len(params) >= 2 and completed >= MIN_TRIALS_FOR_IMPORTANCES:
         plots["importances"] = draw.plot_param_importances
     with matplotlib.rc_context():  # optuna's plots switch matplotlib to its style: the process's own comes back after

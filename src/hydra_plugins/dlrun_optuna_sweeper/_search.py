@@ -57,18 +57,7 @@ class Search:
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(config, sweep_dir / "multirun.yaml")
         url, name = study_location(self.settings["storage"], self.settings["study_name"], sweep_dir)
-        study = optuna.create_study(
-            study_name=name, storage=open_storage(url), direction=self.settings["direction"], pruner=pruner_obj, load_if_exists=True
-        )
-        if study.direction.name.lower() != self.settings["direction"]:
-            raise ConfigError(f"study {name!r} in {url} is to {study.direction.name.lower()}, not {self.settings['direction']}")
-        earlier = study.user_attrs.get(OBJECTIVE_ATTR)
-        if earlier not in (None, self.objective):
-            raise ConfigError(f"study {name!r} in {url} optimizes {earlier}, not {self.objective}: choose another sweep dir or study_name")
-        study.set_user_attr(OBJECTIVE_ATTR, self.objective)
-        study.set_user_attr(PRUNER_ATTR, self.settings["pruner"])
-        study.set_user_attr(LAUNCHED_ATTR, [])
-        self.fail_left_running(study)
+        study = self.open_study(url, name, pruner_obj)
 
         trials = study.get_trials(deepcopy=False)
         finished = sum(t.state in FINISHED for t in trials)
@@ -78,7 +67,8 @@ class Search:
         seed = self.settings["seed"]
         # A resumed study draws on from a new seed: the same one would repeat its first trials' draws.
         study.sampler = self.sampler(values, None if seed is None else seed + len(trials))
-        before = f"{len(trials)} trials before ({finished} finished); " if trials else ""
+        ran = [t for t in trials if t.state != TrialState.WAITING]
+        before = f"{len(ran)} trials before ({finished} finished); " if ran else ""
         print(
             printable(
                 f"search: study {name!r} in {url}: {before}running {max(0, wanted - finished)} of n_trials={wanted} "
@@ -96,6 +86,22 @@ class Search:
         if wanted - finished <= 0:
             print(f"search: the study already holds {finished} finished trials; raise hydra.sweeper.n_trials to run more")
         return returns
+
+    def open_study(self, url: str, name: str, pruner: Any) -> Any:
+        """The study `name` at `url`, created or continued: same direction and objective; the
+        settings its trials' jobs read stored in it; trials a killed search left running failed."""
+        study = optuna.create_study(study_name=name, storage=open_storage(url), direction=self.settings["direction"], pruner=pruner,
+                                    load_if_exists=True)  # fmt: skip
+        if study.direction.name.lower() != self.settings["direction"]:
+            raise ConfigError(f"study {name!r} in {url} is to {study.direction.name.lower()}, not {self.settings['direction']}")
+        earlier = study.user_attrs.get(OBJECTIVE_ATTR)
+        if earlier not in (None, self.objective):
+            raise ConfigError(f"study {name!r} in {url} optimizes {earlier}, not {self.objective}: choose another sweep dir or study_name")
+        study.set_user_attr(OBJECTIVE_ATTR, self.objective)
+        study.set_user_attr(PRUNER_ATTR, self.settings["pruner"])
+        study.set_user_attr(LAUNCHED_ATTR, [])
+        self.fail_left_running(study)
+        return study
 
     def check_validation_split(self, fixed: list[str], space: dict[str, BaseDistribution]) -> None:
         """A search scores trials on the validation split: refuse one without (tuning on the test set)."""
@@ -126,8 +132,9 @@ class Search:
             return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
 
     def fail_left_running(self, study: Any) -> None:
-        """Trials still `running` belong to a search that was killed: mark them failed (one sweeper per study)."""
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+        """Trials still `running` belong to a search that was killed: mark them failed (one sweeper per study).
+        Waiting ones (study.enqueue_trial) stay: the next trials asked for are those."""
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             study.tell(trial.number, state=TrialState.FAIL)
             print(f"search: trial {trial.number} was left running by a search that stopped; marked failed", file=sys.stderr)
 
