@@ -91,6 +91,9 @@ def _chosen(message: str) -> str:
 def explain(message: str) -> str | None:
     """One line for a Hydra composition error about a misspelt name, or None to keep Hydra's message."""
     override = re.search(r"Could not override '([^']+)'\.\s*\nTo append to your config use \+[^=\s]+=(.*)", message)
+    if override and "object_type=dict" in message:  # an untyped node: the user's own model or dataset, whose keys come with +
+        key, value = override.group(1), override.group(2).strip()
+        return f"{key} is not in the config yet; a key of your own model or dataset is added with +: +{key}={value}"
     if override:
         return for_key(override.group(1), override.group(2).strip())
     preset = re.search(r"In 'task/(\w+)': ConfigKeyError.*?Key '(\w+)' not in .*?full_key: (\w+)\.", message, re.S)
