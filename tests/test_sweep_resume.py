@@ -93,6 +93,6 @@ def test_failing_and_diverging_jobs_do_not_sink_the_sweep(tmp_path, capsys):
     assert statuses == ["completed", "refused", "diverged"]
     assert read_summary(sweep_dir / "1")["error"] == "optimizer.lr=-1.0 must be > 0"
     table = (sweep_dir / "sweep_summary.csv").read_text()
-    assert table.count("\n") == 4 and "failed" in table and "diverged" in table
+    assert table.count("\n") == 4 and "refused" in table and "diverged" in table
     err = capsys.readouterr().err
-    assert "dlrun: 2 of 3 jobs did not complete: 1 failed, 2 diverged" in err
+    assert "dlrun: 2 of 3 jobs did not complete: 1 refused, 2 diverged" in err
