@@ -20,7 +20,7 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import ValidationError
+from omegaconf.errors import InterpolationResolutionError, ValidationError
 
 from dlrun.errors import ConfigError, DataError
 
@@ -529,6 +529,10 @@ def check_own_keys(cfg: DictConfig) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first unknown key or the first value out of range."""
+    try:  # a value such as seed=${nope} that cannot be resolved is the user's to fix, in one line
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    except InterpolationResolutionError as err:
+        raise ConfigError(f"{err.full_key}: {str(err).splitlines()[0]}") from err
     missing = [name for name in cfg if OmegaConf.is_missing(cfg, name)]
     if missing:  # e.g. `~model=` removed a group's choice
         raise ConfigError(f"{missing[0]} has no option chosen; choose one with {missing[0]}=NAME")
