@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import dlrun.training.mlp_step
 import dlrun.training.steps
 from dlrun.training.data import Split
 from dlrun.training.mlp_step import mlp_step, relu_mlp_layers
@@ -27,10 +26,7 @@ def mlp(**kwargs) -> torch.nn.Module:
 
 @pytest.mark.parametrize("hidden_sizes", [[], [24], [32, 16], [20, 12, 8]])
 @pytest.mark.parametrize("n", [16, 5])  # a full batch and a short last batch
-@pytest.mark.parametrize("fused_relu", [True, False])  # torch._addmm_activation, or addmm then relu_ where torch lacks it
-def test_loss_logits_and_gradients_equal_autograds(hidden_sizes, n, fused_relu, monkeypatch):
-    if not fused_relu:
-        monkeypatch.setattr(dlrun.training.mlp_step, "_ADDMM_RELU", None)
+def test_loss_logits_and_gradients_equal_autograds(hidden_sizes, n):
     model = mlp(hidden_sizes=hidden_sizes)
     twin = copy.deepcopy(model)
     g = torch.Generator().manual_seed(1)

@@ -42,10 +42,6 @@ def _aten_kernels() -> tuple | None:
 
 
 _KERNELS = _aten_kernels()
-# addmm then relu_ in one call: ATen's CPU kernel runs exactly those two (bit-identical), and a
-# batch-64 step saves a Python call and a dispatch per hidden layer. Private, so looked up once;
-# without it, a hidden layer is addmm and relu_ as two calls.
-_ADDMM_RELU = getattr(torch, "_addmm_activation", None)
 
 
 def relu_mlp_layers(model: nn.Module) -> list[nn.Linear] | None:
@@ -106,7 +102,6 @@ def mlp_step(
     short: dict[int, _Buffers] = {}  # views for a last batch smaller than batch_size
     one = torch.ones(())
     last = len(layers) - 1
-    fused_relu = _ADDMM_RELU
 
     @torch.no_grad()
     def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,12 +109,9 @@ def mlp_step(
         buf = full if n == batch_size else short.setdefault(n, full.first(n))
         inputs = [x.flatten(1)]  # (n, features): what each layer reads
         for i, (weight_t, bias) in enumerate(buf.forward):  # F.linear is addmm(bias, x, W.t()); nn.ReLU is relu
-            if i == last:
-                out = torch.addmm(bias, inputs[-1], weight_t, out=buf.outputs[i])
-            elif fused_relu is not None:
-                out = fused_relu(bias, inputs[-1], weight_t, out=buf.outputs[i])
-            else:
-                out = torch.addmm(bias, inputs[-1], weight_t, out=buf.outputs[i]).relu_()
+            out = torch.addmm(bias, inputs[-1], weight_t, out=buf.outputs[i])
+            if i < last:
+                out.relu_()
             inputs.append(out)
         logits = inputs[-1]
         lp = torch.log_softmax(logits, 1, out=buf.log_probs)  # F.cross_entropy = log_softmax + nll_loss
