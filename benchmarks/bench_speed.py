@@ -68,6 +68,34 @@ unchanged):
   kernel and the gather alone take ~1.1 ms a step, i.e. ~58% of an 80 GFLOP/s core by that
   count, even if the ~20 small kernels and the Python between them cost nothing. More would need
   the whole step fused into one compiled kernel.
+* On the 2-core Xeon with AVX-512, avx512_bf16, avx512_vnni and AMX (issue 16; README's second CPU
+  table), what was tried against the per-step overhead, each arm alternating 100-step chunks with
+  the current step in one process, and what it gave (none is kept):
+  - The whole step (forward, backward, Adam written out) under Inductor with cpp_wrapper: 1.14x
+    slower in the default mode after an 18 s first compile, 1.10x slower with
+    max-autotune-no-cudagraphs (5 s with the compile cache warm). The products stay MKL calls, so
+    fusing the elementwise work does not pay for the generated loops, and Adam written out is not
+    bit-identical to the fused kernel.
+  - The same step under TorchScript (the same ATen calls, bit-identical, 14 ms to script):
+    0.95x of the time, within this shared host's noise, through an API torch has deprecated.
+  - Bias and ReLU in one call (torch._addmm_activation, bit-identical): 1.00x. Reverted.
+  - The dataset permuted once per epoch so that batches are contiguous slices: the permutation
+    costs ~75 ms per epoch (2 threads), more than the 64-row gathers it replaces (~28 us a step).
+  - One thread instead of two: 1.23x slower per step on a quiet host. The catch: with another
+    process busy on either core, a two-thread OpenMP region can take milliseconds instead of
+    microseconds (a 64x784x128 addmm measured 3-7 ms), so timings on a shared 2-core machine
+    swing widely; one thread degrades gracefully.
+  - MKL_DYNAMIC=FALSE: no change in any of the step's products.
+  Why the products do not speed up: at batch 64, MKL runs each of them at about one core's
+  rate whatever the thread count (the 64x784x128 forward product ~149 GFLOP/s with one thread
+  and with two, where a 2048x2048 product reaches 200-230 GFLOP/s on both cores). Splitting a
+  product by rows, or running a layer's weight gradient beside its input gradient, gives
+  bit-identical results (checked), so two one-thread halves could use both cores. Done with
+  TorchScript forks (every hidden product split by rows, each layer's weight gradient beside its
+  input gradient, the Adam kernel on half of the first weight beside the rest; one intra-op
+  thread, bit-identical after 100 steps) the step was 1.54x slower: waking torch's inter-op
+  thread ~10 times a step costs more than the halves save. It would need a handoff between two
+  spinning threads, i.e. the step in C++.
 """
 
 from __future__ import annotations
