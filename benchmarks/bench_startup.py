@@ -1,12 +1,13 @@
 """Start-up: the wall time of a default `dlrun`, from the command to its exit, and where it goes.
 
-    .venv/bin/python benchmarks/bench_startup.py [--src DIR ...] [--reps 5] [--out FILE]
+    .venv/bin/python benchmarks/bench_startup.py [--src DIR ...] [--reps 5] [--out FILE] [OVERRIDES...]
 
 Each repetition runs `python -m dlrun hydra.run.dir=<a fresh temporary folder>` (the digits, the
 MLP, 10 epochs, plots: every default) in a fresh process and times it with time.perf_counter()
 around the whole process. With several --src (dlrun source trees' src/ folders, put first on
 PYTHONPATH; the default is this checkout's), the arms alternate A B A B within each repetition.
-Each arm's runs must end with the same test accuracy as each other and as the other arms': the
+OVERRIDES (e.g. `device.threads=1`, where other work keeps a core busy) go to every run. Each
+arm's runs must end with the same test accuracy as each other and as the other arms': the
 seeded run computes the same whatever its start-up costs.
 
 One more run per arm under `python -X importtime` gives the import breakdown: the largest
@@ -51,11 +52,11 @@ def cpu() -> str:
     return f"{name}, {os.cpu_count()} cores, flags: {' '.join(shown) or 'none of avx2/avx512/amx'}"
 
 
-def run(src: Path, folder: Path, importtime: bool = False) -> dict:
+def run(src: Path, folder: Path, overrides: list[str], importtime: bool = False) -> dict:
     """One default `dlrun` into `folder`: its wall time, its run's time to the test pass, its test accuracy
     (and its stderr, which holds the import times with `importtime`)."""
     env = dict(os.environ, PYTHONPATH=str(src), NO_COLOR="1")
-    command = [sys.executable, *(["-X", "importtime"] if importtime else []), "-m", "dlrun", f"hydra.run.dir={folder}"]
+    command = [sys.executable, *(["-X", "importtime"] if importtime else []), "-m", "dlrun", f"hydra.run.dir={folder}", *overrides]
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=folder.parent, timeout=600)
     wall = time.perf_counter() - started
@@ -116,6 +117,7 @@ def main() -> None:
     parser.add_argument("--src", type=Path, action="append", help="a dlrun src/ folder (repeat for A B A B); default: this checkout's")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--out", type=Path, help="JSON result (default benchmarks/results/startup-<host>.json)")
+    parser.add_argument("overrides", nargs="*", help="dlrun overrides for every run (none: the default run)")
     args = parser.parse_args()
     arms = [src.resolve() for src in args.src or [HERE.parent / "src"]]
     results: dict[int, list[dict]] = {arm: [] for arm in range(len(arms))}
@@ -123,18 +125,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         for rep in range(args.reps):
             for arm, src in enumerate(arms):
-                result = run(src, Path(scratch) / f"{arm}-{rep}")
+                result = run(src, Path(scratch) / f"{arm}-{rep}", args.overrides)
                 results[arm].append(result)
                 shown = f"{result['wall_s']:.2f} s wall, {result['run_s']:.2f} s to the test pass"
                 print(f"rep {rep} {'ABCDEFGH'[arm]} ({src}): {shown}", flush=True)
         for arm, src in enumerate(arms):
-            imports[arm] = import_breakdown(run(src, Path(scratch) / f"{arm}-importtime", importtime=True)["stderr"])
+            imports[arm] = import_breakdown(run(src, Path(scratch) / f"{arm}-importtime", args.overrides, importtime=True)["stderr"])
     accuracies = {r["test_acc"] for arm in results.values() for r in arm}
     report = {
         "machine": cpu(),
         "host": socket.gethostname(),
         "python": platform.python_version(),
-        "command": "python -m dlrun hydra.run.dir=<temporary folder>",
+        "command": " ".join(["python -m dlrun", *args.overrides, "hydra.run.dir=<temporary folder>"]),
         "reps": args.reps,
         "arms": [
             {
