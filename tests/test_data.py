@@ -31,6 +31,39 @@ def test_digits_split_is_seeded_and_shaped_from_the_data():
     assert a.train.x.dtype == torch.float32 and 0.0 <= a.train.x.min() and a.train.x.max() <= 1.0
 
 
+def test_digits_read_from_scikit_learns_file_equal_load_digits():
+    from sklearn.datasets import load_digits
+
+    from dlrun.training.data import digits_csv, read_digits
+
+    expected = load_digits()
+    images, labels = read_digits()
+    assert digits_csv() is not None  # read from the file, not through scikit-learn
+    assert images.dtype == torch.float64 and torch.equal(images, torch.from_numpy(expected.images))  # same order, counts 0..16
+    assert labels.dtype == torch.int64 and torch.equal(labels, torch.from_numpy(expected.target))
+    assert [str(c) for c in expected.target_names] == load_dataset("digits", root="unused", device=CPU, test_fraction=0.2).classes
+
+
+def test_digits_where_scikit_learn_keeps_them_elsewhere_come_from_load_digits(monkeypatch):
+    from sklearn.datasets import load_digits
+
+    from dlrun.training import data
+
+    monkeypatch.setattr(data, "digits_csv", lambda: None)
+    images, labels = data.read_digits()
+    assert torch.equal(images, torch.from_numpy(load_digits().images)) and torch.equal(labels, torch.from_numpy(load_digits().target))
+
+
+def test_digits_without_scikit_learn_say_what_to_install(monkeypatch):
+    import importlib.util
+    import sys
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sklearn" else importlib.util.find_spec(name, *a))
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # `from sklearn.datasets import ...` raises ImportError
+    with pytest.raises(DataError, match="dataset=digits needs scikit-learn, which ships the digits: pip install scikit-learn"):
+        load_dataset("digits", root="unused", device=CPU, test_fraction=0.2)
+
+
 def test_split_seed_changes_the_split():
     a = load_dataset("digits", root="unused", device=CPU, val_fraction=0.1, test_fraction=0.2, split_seed=0)
     b = load_dataset("digits", root="unused", device=CPU, val_fraction=0.1, test_fraction=0.2, split_seed=1)

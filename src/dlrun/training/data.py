@@ -5,7 +5,8 @@ user's files each split came from; `load_dataset` checks every split (counts, sh
 sizes) before any training, scales the images to [0, 1] floats on the device once, carves the
 seeded validation split, and hands back a `Data` that knows its own shapes and class names. Every
 problem with the data is one DataError naming the user's file or the config key to change. Heavy
-imports (torchvision, scikit-learn) happen inside the loader that needs them.
+imports (torchvision) happen inside the loader that needs them; the digits are read from
+scikit-learn's file without importing scikit-learn.
 """
 
 from __future__ import annotations
@@ -85,19 +86,57 @@ class Arrays(NamedTuple):
     notes: tuple[str, ...] = ()
 
 
+def digits_csv() -> Path | None:
+    """The file scikit-learn keeps its 8x8 digits in, found without importing scikit-learn; None
+    where it is not there.
+
+    scikit-learn is the dependency that ships the digits, but importing it (scipy, pandas and its
+    own modules) takes longer than reading the data: find_spec of the top-level package only
+    reads where it is installed, and does not run it.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        path = Path(folder, "datasets", "data", "digits.csv.gz")
+        if path.is_file():
+            return path
+    return None
+
+
+def read_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's digits as load_digits() gives them: images (1797, 8, 8) float64 of pixel
+    counts 0..16 and labels (1797,) int64, in the file's order.
+
+    The file is a gzipped CSV, one image a row: 64 pixel counts, row by row, then the label; it is
+    read as load_digits reads it. Where scikit-learn keeps it elsewhere, load_digits itself reads it.
+    """
+    path = digits_csv()
+    if path is None:
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError as err:
+            raise DataError("dataset=digits needs scikit-learn, which ships the digits: pip install scikit-learn") from err
+        bunch = load_digits()
+        return torch.from_numpy(bunch.images), torch.from_numpy(bunch.target).long()
+    import numpy as np
+
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        rows = np.loadtxt(f, delimiter=",")  # (1797, 65) float64
+    return torch.from_numpy(rows[:, :-1].reshape(-1, 8, 8)), torch.from_numpy(rows[:, -1].astype(int)).long()
+
+
 def load_digits_arrays(root: Path, download: bool, test_fraction: float, split_seed: int, **_options):
     """scikit-learn's bundled 8x8 digits; the test split is carved here (seeded), as there is none."""
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x = torch.from_numpy(bunch.images).float().div_(16.0).unsqueeze(1)  # (1797, 1, 8, 8), 0..16 -> [0, 1]
-    y = torch.from_numpy(bunch.target).long()
+    images, y = read_digits()
+    x = images.float().div_(16.0).unsqueeze(1)  # (1797, 1, 8, 8), 0..16 -> [0, 1]
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(split_seed))
     n_test = round(len(y) * test_fraction)
     check_carved("dataset.test_fraction", test_fraction, len(y), n_test, "the digits data set", "test", typical=0.2)
     test, train = order[:n_test], order[n_test:]
     source = Source("scikit-learn's digits images", "scikit-learn's digits labels")
-    return x[train], y[train], x[test], y[test], [str(c) for c in bunch.target_names], {"train": source, "test": source}
+    classes = [str(c) for c in range(10)]  # load_digits' target_names: the digits 0 to 9
+    return x[train], y[train], x[test], y[test], classes, {"train": source, "test": source}
 
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")

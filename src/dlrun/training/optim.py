@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
+from dlrun.training.lazy_dynamo import defer_dynamo, first_step
+
 # lean_step calls private parts of torch: the fused kernels torch.optim itself calls, and its global
 # hook registries (to know that no hook would be skipped). Looked up once, here; a torch that lacks
 # any of them runs every step through optimizer.step(), with one line in dlrun.log saying why.
@@ -69,6 +71,7 @@ def build_optimizer(name: str, model: nn.Module, *, weight_decay: float = 0.0, *
     """Look `name` up in OPTIMIZERS; `weight_decay` (L2) reaches >= 2-D weights only."""
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
+    defer_dynamo()  # torch.optim would import torch._dynamo (seconds) for markers that mean nothing without it
     return OPTIMIZERS[name](param_groups(model, weight_decay), **kwargs)
 
 
@@ -193,7 +196,7 @@ def lean_step(optimizer: torch.optim.Optimizer, warn: Callable[[str], None] | No
 
     def step() -> None:
         if broken or (not plan and not make_plan()):
-            optimizer.step()  # the first step creates the state
+            first_step(optimizer)  # the first step creates the state
             return
         grads = [[p.grad for p in group["params"]] for group, *_ in plan]
         if any(g is None for group_grads in grads for g in group_grads):
