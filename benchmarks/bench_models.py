@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_models.py --root ../shared/data [--steps 30] [--reps 3] [--models "cnn simple,rnn gru"]
     .venv/bin/python benchmarks/bench_models.py --root ../shared/data --accuracy 1    # test accuracy after 1 epoch instead
 
-For each model (MODELS) and precision, in one process, the arms alternate A B C ... A B C ... for
+For each model (MODELS) and precision, in one process, the arms alternate A B C ... C B A ... for
 `--reps` rounds of `--steps` timed steps, after a short warm-up; every arm trains its own copy of
 the model that `dlrun model=...` builds (same seed, batch 64, the config's Adam and lr) on MNIST:
 - dlrun: recipe.build_loop's step for `trainer.precision=P` (memory format auto, the fused optimizer
@@ -249,8 +249,8 @@ def speed(args, machine: dict) -> dict:
                 times: dict[str, list[float]] = {arm: [] for arm in arms}
                 for run in arms.values():  # warm-up: oneDNN's kernels, the allocator, the DataLoader
                     run(3)
-                for _ in range(args.reps):
-                    for arm, run in arms.items():
+                for rep in range(args.reps):  # every other round in reverse, so that no arm always follows the same one
+                    for arm, run in list(arms.items())[:: -1 if rep % 2 else 1]:
                         times[arm].append(run(args.steps))
             ms = {arm: statistics.median(t) * 1e3 for arm, t in times.items()}
             best_plain = min(v for k, v in ms.items() if k.startswith("plain"))  # textbook counts: the same layers
