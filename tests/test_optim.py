@@ -160,3 +160,20 @@ def test_an_input_major_weight_is_updated_in_place_without_copies(name):
     assert twin[1].weight.t().is_contiguous()
     copied = [e.input_shapes for e in profiles[-1].events() if e.name == "aten::copy_" and any(len(shape) == 2 for shape in e.input_shapes)]
     assert copied == []  # torch.optim's own step copies the (5, 36) weight in and out
+
+
+@pytest.mark.parametrize("name", ["adam", "momentum"])
+def test_a_channels_last_conv_weight_is_updated_in_place_without_copies(name):
+    torch.manual_seed(0)
+    model = build_model("cnn", (1, 8, 8), 3, channels=[4, 6]).to(memory_format=torch.channels_last)
+    profiles = []
+
+    def profiled():
+        profiles.append(torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True))
+        return profiles[-1]
+
+    reference, twin, optimizer = step_both(model, name, lambda m, i, g: m(torch.randn(4, 1, 8, 8, generator=g)).sum(), 3, profiled)
+    assert_same(model, reference, twin, optimizer)
+    assert twin[3].weight.is_contiguous(memory_format=torch.channels_last) and not twin[3].weight.is_contiguous()
+    copied = [e.input_shapes for e in profiles[-1].events() if e.name == "aten::copy_" and any(len(shape) == 4 for shape in e.input_shapes)]
+    assert copied == []  # torch.optim's own step copies each (6, 4, 3, 3) weight in and out

@@ -264,6 +264,7 @@ class TrainerConfig:
     limit_eval_batches: int = 0
     precision: str = "fp32"
     compile: bool = False
+    memory_format: str = "auto"
     grad_clip: float = 0.0
     fast_path: str = "auto"
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
@@ -414,6 +415,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "trainer.precision": ("fp32", "bf16"),
     "trainer.progress": ("auto", "on", "off"),
     "trainer.fast_path": ("auto", "off"),
+    "trainer.memory_format": ("auto", "channels_last", "contiguous"),
     "trainer.early_stopping.monitor": ("val/acc", "val/loss"),
     "device.name": ("auto", "cpu", "cuda", "mps"),
     "dataset.channels": (1, 3),
@@ -613,6 +615,7 @@ def check_task(cfg: DictConfig) -> None:
         ("dataset.normalize", True, cfg.dataset.normalize, "the GAN scales the images to [-1, 1] itself"),
         ("trainer.precision", trainer.precision, trainer.precision != "fp32", "task=gan trains in fp32"),
         ("trainer.compile", True, trainer.compile, "task=gan runs its networks uncompiled"),
+        ("trainer.memory_format", "channels_last", trainer.memory_format == "channels_last", "task=gan keeps its networks contiguous"),
         ("trainer.grad_clip", trainer.grad_clip, trainer.grad_clip > 0, "task=gan does not clip gradients"),
     ]
     for key, value, on, why in refused:

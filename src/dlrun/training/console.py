@@ -68,7 +68,7 @@ class Reporter:
         text += f"  {seconds:.2f} s" + ("  [green]*best[/]" if best else "")
         self.print(text, soft_wrap=True)
 
-    def final_panel(self, summary: dict, run_dir: Path) -> None:
+    def final_panel(self, summary: dict, run_dir: Path, hint: str | None = None) -> None:
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="bold")
         grid.add_column(overflow="fold")  # a long run folder path wraps rather than being cut
@@ -98,6 +98,8 @@ class Reporter:
         if speed:
             grid.add_row("training speed", f"{speed:,.0f} samples per training second on {summary['device']}")
         grid.add_row("run folder", str(run_dir))
+        if hint:  # a faster setting this machine offers (recipe.bf16_hint)
+            grid.add_row("hint", hint)
         status = summary["status"]
         color = "green" if status == "completed" else "red"
         self.print(Panel(grid, title=f"dlrun: {summary['experiment']}", subtitle=f"[{color}]{status}[/]", expand=False))

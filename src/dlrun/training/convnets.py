@@ -23,9 +23,10 @@ ALEXNET = ((32, 5), "pool", (96, 5), "pool", (192, 3), (128, 3), (128, 3), "pool
 
 
 def vgg_features(input_shape: Sequence[int], channels: Sequence[int], convs_per_stage: int, act: Act,
-                 batchnorm: bool) -> tuple[list[nn.Module], tuple[int, int, int]]:  # fmt: skip
+                 batchnorm: bool, pool_first: bool = False) -> tuple[list[nn.Module], tuple[int, int, int]]:  # fmt: skip
     """VGG's pattern: per stage, `convs_per_stage` 3x3 convolutions of the stage's width, then a
-    2x2 max-pool. Returns the layers and the shape (C, H, W) they output."""
+    2x2 max-pool (before the stage's last activation with `pool_first`, as models._conv_block says).
+    Returns the layers and the shape (C, H, W) they output."""
     c, h, w = input_shape
     if min(h, w) < 2 ** len(channels):
         raise ValueError(f"model.channels has {len(channels)} stages, each halving the image, too many for {h}x{w} images")
@@ -37,7 +38,7 @@ def vgg_features(input_shape: Sequence[int], channels: Sequence[int], convs_per_
                 layers.append(nn.BatchNorm2d(width))
             layers.append(act())
             c = width
-        layers.append(nn.MaxPool2d(2))
+        layers.insert(len(layers) - 1 if pool_first else len(layers), nn.MaxPool2d(2))
         h, w = h // 2, w // 2
     return layers, (c, h, w)
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import torch
+from torch import nn
 
 from dlrun.errors import DeviceError
 
@@ -75,3 +77,60 @@ def describe(device: torch.device) -> str:
         threads = torch.get_num_threads()
         return f"cpu ({threads} thread{'s' if threads != 1 else ''})"
     return device.type
+
+
+# Model families whose training step measured faster with channels_last (NHWC) activations and
+# weights on a CPU (oneDNN), per model, in benchmarks/bench_models.py (benchmarks/README.md,
+# "Per-model speed"). Not yet measured on CUDA or MPS, so auto keeps those contiguous.
+CHANNELS_LAST_ON_CPU = frozenset({"cnn", "resnet"})
+
+
+# The models whose training step measured faster in bf16 than in fp32 on a CPU with AMX, and the
+# ratio of their step times (benchmarks/bench_models.py; benchmarks/README.md, "Per-model speed"):
+# the run's final panel says so when such a run used fp32 (recipe.bf16_hint). LeNet-5, the MLPs,
+# the GRU and the transformer measured no faster, or slower, in bf16.
+BF16_FASTER_ON_CPU = {"cnn simple": 1.5, "cnn vgg": 2.2, "cnn alexnet": 1.4, "resnet": 1.5, "rnn lstm": 1.4}  # the lower of two runs
+
+
+def choose_memory_format(setting: str, model_name: str | None, device: torch.device) -> torch.memory_format:
+    """trainer.memory_format as a torch memory format. auto: channels_last for the families in
+    CHANNELS_LAST_ON_CPU on a CPU, contiguous otherwise (and for a user's own model, `model_name`
+    None, which has not been measured). It changes where each value lies in memory, not what it is:
+    convolutions sum in another order, so fp32 metrics drift in their last digits."""
+    if setting == "channels_last":
+        return torch.channels_last
+    if setting == "contiguous":
+        return torch.contiguous_format
+    if setting != "auto":
+        raise ValueError(f"unknown trainer.memory_format {setting!r}; choose one of: auto, channels_last, contiguous")
+    on_cpu = device.type == "cpu" and model_name in CHANNELS_LAST_ON_CPU
+    return torch.channels_last if on_cpu else torch.contiguous_format
+
+
+def memory_format_of(model: nn.Module) -> str:
+    """channels_last if any 4-D weight lies channels_last (and not also contiguous), else contiguous:
+    what summary.json records, read from the model itself."""
+    for p in model.parameters():
+        if p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last):
+            return "channels_last"
+    return "contiguous"
+
+
+def native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """What gives this CPU native bfloat16 matrix arithmetic: "AMX" (amx_bf16), "AVX512-BF16", or
+    "Arm BF16"; None where it has none or the flags cannot be read (not Linux): no hint then."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return None
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):  # x86, aarch64
+            flags |= set(value.split())
+            break
+    if "amx_bf16" in flags:
+        return "AMX"
+    if "avx512_bf16" in flags:
+        return "AVX512-BF16"
+    return "Arm BF16" if "bf16" in flags else None

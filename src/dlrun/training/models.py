@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from dlrun.training.activations import make_activation
+from dlrun.training.activations import MONOTONIC, make_activation
 from dlrun.training.convnets import alexnet_features, build_resnet, he_init, vgg_features
 from dlrun.training.transformer import build_transformer
 
@@ -58,11 +58,16 @@ def input_major(layer: nn.Linear) -> nn.Linear:
     return layer
 
 
-def _conv_block(c_in: int, c_out: int, kernel: int, padding: int, act: Callable[[], nn.Module], batchnorm: bool) -> list[nn.Module]:
+def _conv_block(c_in: int, c_out: int, kernel: int, padding: int, act: Callable[[], nn.Module], batchnorm: bool,
+                pool_first: bool) -> list[nn.Module]:  # fmt: skip
+    """conv, [batch norm], activation and 2x2 max-pool; with `pool_first` (a non-decreasing activation,
+    see activations.MONOTONIC) the pool runs before the activation: the same outputs, and the
+    activation and its backward touch a quarter of the values (on a CPU they were ~20% of the
+    simple CNN's step). Only parameter-free modules change places, so state_dict keys stay the same."""
     block: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel, padding=padding)]
     if batchnorm:
         block.append(nn.BatchNorm2d(c_out))
-    block += [act(), nn.MaxPool2d(2)]
+    block += [nn.MaxPool2d(2), act()] if pool_first else [act(), nn.MaxPool2d(2)]
     return block
 
 
@@ -86,22 +91,23 @@ def build_cnn(
     Linear layers. Dropout and batch norm act on the hidden Linear layers; batch norm on the convs too."""
     c, h, w = input_shape
     act = lambda: make_activation(activation, negative_slope)  # noqa: E731
+    pool_first = activation in MONOTONIC
     if variant == "simple":
         if min(h, w) < 2 ** len(channels):
             raise ValueError(f"model.channels has {len(channels)} blocks, each halving the image, too many for {h}x{w} images")
         convs: list[nn.Module] = []
         for c_out in channels:
-            convs += _conv_block(c, c_out, 3, 1, act, batchnorm)
+            convs += _conv_block(c, c_out, 3, 1, act, batchnorm, pool_first)
             c, h, w = c_out, h // 2, w // 2
         hidden = [hidden_size]
     elif variant == "lenet5":
         if min(h, w) < 12:
             raise ValueError(f"model.variant=lenet5 needs images of at least 12x12, got {h}x{w}; use model.variant=simple")
-        convs = _conv_block(c, 6, 5, 2, act, batchnorm) + _conv_block(6, 16, 5, 0, act, batchnorm)
+        convs = _conv_block(c, 6, 5, 2, act, batchnorm, pool_first) + _conv_block(6, 16, 5, 0, act, batchnorm, pool_first)
         c, h, w = 16, (h // 2 - 4) // 2, (w // 2 - 4) // 2
         hidden = [120, 84]
     elif variant == "vgg":
-        convs, (c, h, w) = vgg_features(input_shape, channels, convs_per_stage, act, batchnorm)
+        convs, (c, h, w) = vgg_features(input_shape, channels, convs_per_stage, act, batchnorm, pool_first)
         hidden = [hidden_size]
     elif variant == "alexnet":
         convs, (c, h, w) = alexnet_features(input_shape, act, batchnorm)

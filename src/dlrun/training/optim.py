@@ -154,8 +154,8 @@ def lean_step(optimizer: torch.optim.Optimizer, warn: Callable[[str], None] | No
             return "exp_avg", "exp_avg_sq", "step"
         return ("momentum_buffer",) if group["momentum"] != 0 else ()
 
-    def as_laid_out(t: torch.Tensor, flip: bool) -> torch.Tensor:
-        return t.t() if flip and t.dim() == 2 else t
+    def as_laid_out(t: torch.Tensor, order: tuple[int, ...] | None) -> torch.Tensor:
+        return t.permute(order) if order and t.dim() == len(order) else t  # a 0-d step count stays as it is
 
     def make_plan() -> bool:
         """Gather the state tensors, or return False if the optimizer has not made them yet."""
@@ -170,9 +170,10 @@ def lean_step(optimizer: torch.optim.Optimizer, warn: Callable[[str], None] | No
                 for i, p in enumerate(params):
                     optimizer.state[p]["step"] = counter[i]
             # The kernels are elementwise but copy a non-contiguous tensor in and out (~0.4 ms for the
-            # MLP's input-major first layer, see models.input_major); a transposed view of every
-            # operand is contiguous there, and the update is the same.
-            flips = [p.dim() == 2 and not p.is_contiguous() and p.t().is_contiguous() for p in params]
+            # MLP's input-major first layer, see models.input_major; every conv weight of a
+            # channels_last model); a permuted view of every operand is contiguous there, and the
+            # update is the same.
+            flips = [dense_order(p) for p in params]
             state = [[as_laid_out(optimizer.state[p][name], f) for p, f in zip(params, flips, strict=True)] for name in names]
             plan.append((group, [as_laid_out(p, f) for p, f in zip(params, flips, strict=True)], state, counter, flips))
         return True
@@ -216,6 +217,19 @@ def lean_step(optimizer: torch.optim.Optimizer, warn: Callable[[str], None] | No
                 return
 
     return step
+
+
+def dense_order(t: torch.Tensor) -> tuple[int, ...] | None:
+    """A permutation of `t`'s dimensions under which a non-contiguous `t` is contiguous: a transposed
+    matrix (models.input_major) or a channels_last conv weight; None where `t` is contiguous already
+    (or lies some other way)."""
+    if t.is_contiguous():
+        return None
+    if t.dim() == 2 and t.t().is_contiguous():
+        return (1, 0)
+    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
+        return (0, 2, 3, 1)  # (out, kernel rows, kernel columns, in): how channels_last stores it
+    return None
 
 
 def clear_grads(optimizer: torch.optim.Optimizer) -> Callable[[], None]:

@@ -25,7 +25,18 @@ from dlrun.training.augment import augmented, build_augment
 from dlrun.training.checkpoint import restore
 from dlrun.training.console import Reporter
 from dlrun.training.data import Data, load_dataset
-from dlrun.training.device import describe, flush_denormals_everywhere, job_device, resolve_device, seed_everything, set_threads
+from dlrun.training.device import (
+    BF16_FASTER_ON_CPU,
+    choose_memory_format,
+    describe,
+    flush_denormals_everywhere,
+    job_device,
+    memory_format_of,
+    native_bf16,
+    resolve_device,
+    seed_everything,
+    set_threads,
+)
 from dlrun.training.distributed import SINGLE, SyncedStop, World, device_for, per_rank_batch, threads_for, world
 from dlrun.training.engine import Loop, LoopState
 from dlrun.training.hooks import EarlyStopping, build_schedule
@@ -166,9 +177,11 @@ def build_loop(cfg: DictConfig, data: Data, device: torch.device, recorder: RunR
     is wrapped in DistributedDataParallel, and a stop is agreed on by every rank.
     """
     generator = seed_everything(cfg.seed)
-    model = make_model(cfg, data.input_shape, data.num_classes, device)
-    optimizer = build_optimizer(cfg.optimizer.name, model, **optimizer_kwargs(cfg))
     trainer = cfg.trainer
+    model = make_model(cfg, data.input_shape, data.num_classes, device)
+    family = None if "_target_" in cfg.model else cfg.model.name  # a user's own model is not measured: auto leaves it contiguous
+    model = model.to(memory_format=choose_memory_format(trainer.get("memory_format", "auto"), family, device))
+    optimizer = build_optimizer(cfg.optimizer.name, model, **optimizer_kwargs(cfg))
     loss_fn = make_loss(trainer.loss, data.num_classes)
     # A batch larger than its split is the whole split: buffers are sized for what a step can hold.
     batch = per_rank_batch(min(trainer.batch_size, len(data.train)), place)
@@ -271,7 +284,8 @@ def execute(
             touched = True
         else:
             state = loop.state
-        summary |= {"device": describe(device), "params": count_parameters(loop.model), "step": step_name, "versions": versions(),
+        summary |= {"device": describe(device), "params": count_parameters(loop.model), "step": step_name,
+                    "memory_format": memory_format_of(loop.model), "versions": versions(),
                     "git_commit": git_commit(), "data": describe_data(data)}  # fmt: skip
         if "pruning" in loop.hooks:
             summary["trial"] = loop.hooks["pruning"].describe()
@@ -312,10 +326,25 @@ def execute(
             recorder.write_final_summary(summary)  # never raises: a full disk is said on stderr, naming the stale file
         loggers.finish(summary)  # never raises: they mirror the final summary.json and the plots
         if summary["status"] == "completed":
-            reporter.final_panel(summary, run_dir)
+            reporter.final_panel(summary, run_dir, hint=bf16_hint(cfg, summary))
         reporter.close()
         recorder.close()
     return summary
+
+
+def bf16_hint(cfg: DictConfig, summary: dict[str, Any]) -> str | None:
+    """One line for the final panel when fp32 ran on a CPU with native bf16 arithmetic, where bf16
+    measured faster for the model's family (benchmarks/README.md, "Per-model speed")."""
+    if cfg.trainer.precision != "fp32" or not str(summary.get("device", "")).startswith("cpu"):
+        return None
+    if "_target_" in cfg.model:
+        return None
+    family = cfg.model.get("variant") or cfg.model.get("cell")  # cnn.variant / rnn.cell
+    speedup = BF16_FASTER_ON_CPU.get(f"{cfg.model.name} {family}" if family else cfg.model.name)
+    kind = native_bf16() if speedup else None
+    if kind is None:
+        return None
+    return f"this CPU has native bf16 ({kind}): trainer.precision=bf16 trained this model ~{speedup:.1f}x faster per step (see README)"
 
 
 def one_line(err: BaseException) -> str:
