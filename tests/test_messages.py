@@ -42,6 +42,15 @@ def test_a_run_refused_before_its_first_step_leaves_no_folder(tmp_path, monkeypa
     assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").iterdir())
 
 
+def test_an_override_that_cannot_be_resolved_is_one_line_naming_its_key(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as refused:
+        main([*QUICK, "seed=${nope}"])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and err == "dlrun: error: seed: Interpolation key 'nope' not found\n"
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").iterdir())
+
+
 def test_a_refused_job_in_a_sweep_says_so_and_the_sweep_goes_on(tmp_path):
     with pytest.raises(SystemExit) as done:
         main(["-m", *QUICK, "optimizer.lr=0.01,-1", f"hydra.sweep.dir={tmp_path}"])

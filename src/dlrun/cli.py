@@ -40,6 +40,7 @@ def task(cfg) -> float:
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+    from omegaconf import OmegaConf
 
     from dlrun.training.loggers import SweepJob
     from dlrun.training.signals import Interrupted, stop_on_signals
@@ -47,7 +48,7 @@ def task(cfg) -> float:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
-    overrides = list(hydra_cfg.overrides.task)
+    overrides = list(OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False))  # as typed: seed=${x} is text here
     parallel = in_sweep and _parallel_jobs(hydra_cfg)
     sweep = SweepJob(Path(str(hydra_cfg.sweep.dir)), int(hydra_cfg.job.num)) if in_sweep else None  # loggers group a sweep's jobs
     try:
