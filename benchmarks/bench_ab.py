@@ -16,27 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from machine import cpu  # benchmarks/machine.py: this folder is on a script's path
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_ROOT = HERE.parents[1] / "shared" / "data"
-
-
-def cpu() -> str:
-    """The CPU's model name and the flags that decide its speed here."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor()
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16") if f in flags]
-    return f"{name}, {os.cpu_count()} cores, flags: {' '.join(shown) or 'none of avx2/avx512/amx'}"
 
 
 def run(tree: Path, root: Path, epochs: int, overrides: list[str], folder: Path) -> dict:

@@ -115,6 +115,8 @@ from datetime import datetime, timezone
 from itertools import pairwise
 from pathlib import Path
 
+from machine import matmul_gflops  # benchmarks/machine.py: this folder is on a script's path
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DEFAULT_ROOT = REPO.parent / "shared" / "data"
@@ -140,20 +142,6 @@ def set_threads(threads: int) -> None:
 
     if threads:
         torch.set_num_threads(threads)
-
-
-def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
-    """Median fp32 GFLOP/s of an n x n matmul: the practical ceiling of this CPU with these threads."""
-    import torch
-
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b  # warm-up: thread pool and MKL buffers
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
-    return 2 * n**3 / statistics.median(times) / 1e9
 
 
 # ---------------------------------------------------------------------------------------------

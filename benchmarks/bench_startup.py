@@ -36,20 +36,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu  # benchmarks/machine.py: this folder is on a script's path
+
 HERE = Path(__file__).resolve().parent
 IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")  # self us | cumulative us | indented name
-
-
-def cpu() -> str:
-    """The CPU's model name and the instruction-set flags that decide its speed here."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor()
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16") if f in flags]
-    return f"{name}, {os.cpu_count()} cores, flags: {' '.join(shown) or 'none of avx2/avx512/amx'}"
 
 
 def run(src: Path, folder: Path, overrides: list[str], importtime: bool = False) -> dict:
