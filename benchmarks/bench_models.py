@@ -20,6 +20,11 @@ torch.utils.flop_counter; GFLOP/s is that over dlrun's median step time, and "of
 it by the same precision's 2048x2048 matmul throughput measured in the same run. Results go to
 results/models-<host>.json and a markdown table to stdout.
 
+On a shared machine the speed of a whole round drifts by more than the arms differ (+-30% between
+rounds of ResNet-20 on a 2-vCPU VM, every kernel alike), so the medians of each arm's rounds can
+favour either arm by chance. Each row also gives dlrun's time over the fastest plain arm's within
+each round, where that drift cancels: its median, and in how many rounds dlrun was faster.
+
 With --accuracy N, each model instead runs `dlrun ... trainer.epochs=N` (seed 0) in fp32 and in
 bf16, and for conv nets fp32 contiguous too, and the test accuracy and loss are recorded
 (results/models-accuracy-<host>.json): bf16's accuracy cost and channels_last's fp32 drift.
@@ -216,8 +221,9 @@ def speed(args, machine: dict) -> dict:
     ]
     data = None
     arms_shown = ("dlrun", "dlrun contiguous", "plain", "plain channels_last", "plain textbook", "tutorial")
-    print(f"| model | precision | {' | '.join(a + ' ms' for a in arms_shown)} | best plain / dlrun | GFLOP/s (of matmul) |")
-    print("|---|---|" + "---:|" * (len(arms_shown) + 2))
+    print(f"| model | precision | {' | '.join(a + ' ms' for a in arms_shown)} | best plain / dlrun | per round: dlrun / best plain"
+          " (dlrun faster in) | GFLOP/s (of matmul) |")  # fmt: skip
+    print("|---|---|" + "---:|" * (len(arms_shown) + 3))
     for name, overrides in MODELS:
         if args.models and name not in args.models:
             continue
@@ -253,17 +259,23 @@ def speed(args, machine: dict) -> dict:
                     for arm, run in list(arms.items())[:: -1 if rep % 2 else 1]:
                         times[arm].append(run(args.steps))
             ms = {arm: statistics.median(t) * 1e3 for arm, t in times.items()}
-            best_plain = min(v for k, v in ms.items() if k.startswith("plain"))  # textbook counts: the same layers
+            best_arm = min((k for k in ms if k.startswith("plain")), key=ms.get)  # textbook counts: the same layers
+            best_plain = ms[best_arm]
+            # dlrun's time over the best plain arm's in the same round: the round's drift cancels
+            per_round = [d / p for d, p in zip(times["dlrun"], times[best_arm], strict=True)]
             gflops = flops / (ms["dlrun"] / 1e3) / 1e9
             row = {"model": name, "overrides": overrides, "precision": precision, "ms": ms,
                    "all_ms": {k: [t * 1e3 for t in v] for k, v in times.items()}, "flops_per_step": flops, "gflops": gflops,
-                   "of_matmul": gflops / peaks[precision], "best_plain_over_dlrun": best_plain / ms["dlrun"]}  # fmt: skip
+                   "of_matmul": gflops / peaks[precision], "best_plain_over_dlrun": best_plain / ms["dlrun"],
+                   "best_plain_arm": best_arm, "dlrun_over_best_plain_per_round": per_round,
+                   "dlrun_faster_rounds": sum(r < 1 for r in per_round)}  # fmt: skip
             results["models"].append(row)
             cells = [f"{ms[arm]:.1f}" if arm in ms else "-" for arm in arms_shown]
             # torch's counter sees no matmul inside the CPU's fused LSTM kernel: no rate rather than a wrong one
             rate = f"{gflops:.1f} ({row['of_matmul']:.1%})" if gflops >= 1 else "not counted"
+            rounds = f"{statistics.median(per_round):.2f} ({row['dlrun_faster_rounds']} of {len(per_round)})"
             print(f"| {name} | {precision} | " + " | ".join(cells)
-                  + f" | {row['best_plain_over_dlrun']:.2f}x | {rate} |", flush=True)  # fmt: skip
+                  + f" | {row['best_plain_over_dlrun']:.2f}x | {rounds} | {rate} |", flush=True)  # fmt: skip
     results["matmul_gflops_after"] = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
     return results
 
