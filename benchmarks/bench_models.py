@@ -44,6 +44,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu_flags, cpu_name, matmul_gflops  # benchmarks/machine.py: this folder is on a script's path
+
 MODELS = [
     ("mlp (seed recipe)", ["experiment=seed_mnist"]),
     ("mlp bn + dropout", ["model=mlp", "regularization=[batchnorm,dropout]"]),
@@ -57,33 +59,6 @@ MODELS = [
     ("transformer patches", ["model=transformer"]),
 ]
 BATCH = 64
-
-
-def cpu_flags() -> dict:
-    """The CPU's model name and the flags that matter for fp32 and bf16 matmuls."""
-    name, flags = platform.processor(), set()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and not flags:
-                name = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
-    return {"cpu": name, "flags": [f for f in wanted if f in flags], "cores": os.cpu_count()}
-
-
-def matmul_gflops(dtype, n: int = 2048, reps: int = 5) -> float:
-    import torch
-
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
-    return 2 * n**3 / statistics.median(times) / 1e9
 
 
 def compose(overrides: list[str]):
@@ -318,7 +293,8 @@ def main() -> None:
     p.add_argument("--accuracy", type=int, default=0, help="instead of timing: test accuracy after this many epochs, fp32 against bf16")
     p.add_argument("--out", help="JSON file (default: benchmarks/results/models[-accuracy]-<host>.json)")
     args = p.parse_args()
-    machine = {"host": socket.gethostname(), "python": platform.python_version(), **cpu_flags(), "load_before": os.getloadavg()[0]}
+    machine = {"host": socket.gethostname(), "python": platform.python_version(), "cpu": cpu_name(), "flags": cpu_flags(),
+               "cores": os.cpu_count(), "load_before": os.getloadavg()[0]}  # fmt: skip
     results = accuracy(args, machine) if args.accuracy else speed(args, machine)
     results["load_after"] = os.getloadavg()[0]
     print(f"\n{results['cpu']} ({', '.join(results['flags'])}), {results['cores']} cores; load average "

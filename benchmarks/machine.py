@@ -25,14 +25,18 @@ def cpu_flags() -> list[str]:
     return [f for f in FLAGS if f in flags]
 
 
-def cpu() -> str:
-    """The CPU's model name, its core count and its speed-deciding flags, in one line."""
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo's, else the platform's)."""
     try:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
         return platform.processor()
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    return f"{name}, {os.cpu_count()} cores, flags: {' '.join(cpu_flags()) or 'none of avx2/avx512/amx'}"
+    return next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+
+
+def cpu() -> str:
+    """The CPU's model name, its core count and its speed-deciding flags, in one line."""
+    return f"{cpu_name()}, {os.cpu_count()} cores, flags: {' '.join(cpu_flags()) or 'none of avx2/avx512/amx'}"
 
 
 def matmul_gflops(dtype=None, n: int = 2048, reps: int = 5) -> float:

@@ -145,20 +145,28 @@ def test_clear_grads_sets_every_gradient_to_none():
     assert all(p.grad is None for p in model.parameters())
 
 
-@pytest.mark.parametrize("name", ["adam", "momentum"])
-def test_an_input_major_weight_is_updated_in_place_without_copies(name):
-    torch.manual_seed(0)
-    model = build_model("mlp", (1, 6, 6), 3, hidden_sizes=[5])  # its first weight is input-major
+def step_and_record_copies(model, name: str, input_shape: tuple[int, ...], weight_dims: int):
+    """Three steps of `name` on `model` and on its twin stepped by torch.optim (asserting the same
+    result), and the shapes of the weight copies (tensors of `weight_dims` dims) the last made."""
     profiles = []
 
     def profiled():
         profiles.append(torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True))
         return profiles[-1]
 
-    reference, twin, optimizer = step_both(model, name, lambda m, i, g: m(torch.randn(4, 1, 6, 6, generator=g)).sum(), 3, profiled)
+    reference, twin, optimizer = step_both(model, name, lambda m, i, g: m(torch.randn(*input_shape, generator=g)).sum(), 3, profiled)
     assert_same(model, reference, twin, optimizer)
+    events = profiles[-1].events()
+    copied = [e.input_shapes for e in events if e.name == "aten::copy_" and any(len(shape) == weight_dims for shape in e.input_shapes)]
+    return twin, copied
+
+
+@pytest.mark.parametrize("name", ["adam", "momentum"])
+def test_an_input_major_weight_is_updated_in_place_without_copies(name):
+    torch.manual_seed(0)
+    model = build_model("mlp", (1, 6, 6), 3, hidden_sizes=[5])  # its first weight is input-major
+    twin, copied = step_and_record_copies(model, name, (4, 1, 6, 6), weight_dims=2)
     assert twin[1].weight.t().is_contiguous()
-    copied = [e.input_shapes for e in profiles[-1].events() if e.name == "aten::copy_" and any(len(shape) == 2 for shape in e.input_shapes)]
     assert copied == []  # torch.optim's own step copies the (5, 36) weight in and out
 
 
@@ -166,14 +174,6 @@ def test_an_input_major_weight_is_updated_in_place_without_copies(name):
 def test_a_channels_last_conv_weight_is_updated_in_place_without_copies(name):
     torch.manual_seed(0)
     model = build_model("cnn", (1, 8, 8), 3, channels=[4, 6]).to(memory_format=torch.channels_last)
-    profiles = []
-
-    def profiled():
-        profiles.append(torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True))
-        return profiles[-1]
-
-    reference, twin, optimizer = step_both(model, name, lambda m, i, g: m(torch.randn(4, 1, 8, 8, generator=g)).sum(), 3, profiled)
-    assert_same(model, reference, twin, optimizer)
+    twin, copied = step_and_record_copies(model, name, (4, 1, 8, 8), weight_dims=4)
     assert twin[3].weight.is_contiguous(memory_format=torch.channels_last) and not twin[3].weight.is_contiguous()
-    copied = [e.input_shapes for e in profiles[-1].events() if e.name == "aten::copy_" and any(len(shape) == 4 for shape in e.input_shapes)]
     assert copied == []  # torch.optim's own step copies each (6, 4, 3, 3) weight in and out
