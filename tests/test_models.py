@@ -191,3 +191,24 @@ def test_momentum_options_reach_torch():
     optimizer = build_optimizer("momentum", model, lr=0.05, momentum=0.8, nesterov=True)
     group = optimizer.param_groups[0]
     assert (group["lr"], group["momentum"], group["nesterov"]) == (0.05, 0.8, True)
+
+
+def test_bf16_attention_on_a_cpu_runs_in_fp32_and_the_rest_in_bf16(monkeypatch):
+    """torch's CPU attention kernel is ~10x slower in bf16 than in fp32, so a bf16 run's attention
+    is computed in fp32 (dlrun.training.transformer.attention) while its Linear layers stay bf16."""
+    real = torch.nn.functional.scaled_dot_product_attention
+    seen = []
+
+    def recording(q, k, v, **kwargs):
+        seen.append((q.dtype, torch.is_autocast_enabled("cpu")))
+        return real(q, k, v, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", recording)
+    torch.manual_seed(0)
+    model = build_model("transformer", (1, 28, 28), 10, layers=2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(torch.randn(4, 1, 28, 28))
+    logits.float().sum().backward()
+    assert seen == [(torch.float32, False)] * 2
+    assert logits.dtype == torch.bfloat16  # the classifier's Linear ran in bf16
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
