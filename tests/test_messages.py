@@ -39,7 +39,21 @@ def test_a_run_refused_before_its_first_step_leaves_no_folder(tmp_path, monkeypa
     with pytest.raises(SystemExit) as refused:
         main([*QUICK, *refusal.split()])
     assert refused.value.code == 2 and capsys.readouterr().err.startswith("dlrun: error: ")
-    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").iterdir())
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_refused_run_keeps_the_other_runs_in_outputs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    earlier = tmp_path / "outputs" / "2026-01-01" / "09-00-00"
+    earlier.mkdir(parents=True)
+    (earlier / "summary.json").write_text("{}")
+    with pytest.raises(SystemExit):
+        main([*QUICK, "optimizer.lr=-1"])
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "outputs").rglob("*")) == [
+        "outputs/2026-01-01",
+        "outputs/2026-01-01/09-00-00",
+        "outputs/2026-01-01/09-00-00/summary.json",
+    ]
 
 
 def test_an_override_that_cannot_be_resolved_is_one_line_naming_its_key(tmp_path, monkeypatch, capsys):
@@ -48,7 +62,7 @@ def test_an_override_that_cannot_be_resolved_is_one_line_naming_its_key(tmp_path
         main([*QUICK, "seed=${nope}"])
     err = capsys.readouterr().err
     assert refused.value.code == 2 and err == "dlrun: error: seed: Interpolation key 'nope' not found\n"
-    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").iterdir())
+    assert not (tmp_path / "outputs").exists()
 
 
 def test_a_refused_job_in_a_sweep_says_so_and_the_sweep_goes_on(tmp_path):

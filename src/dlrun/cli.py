@@ -188,6 +188,7 @@ def discard_refused(run_dir: Path, err: Exception) -> None:
         run_dir.rmdir()
         if re.fullmatch(r"\d{4}-\d\d-\d\d", run_dir.parent.name) and run_dir.parent.parent.name == "outputs":
             run_dir.parent.rmdir()  # the day's folder of the default layout, if this run was its only one
+            run_dir.parent.parent.rmdir()  # and outputs/ itself, if it held nothing else
     except OSError:
         pass  # the user's own files are in the folder, or the day's folder holds other runs
 
