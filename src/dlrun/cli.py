@@ -190,7 +190,7 @@ def discard_refused(run_dir: Path, err: Exception) -> None:
             run_dir.parent.rmdir()  # the day's folder of the default layout, if this run was its only one
             run_dir.parent.parent.rmdir()  # and outputs/ itself, if it held nothing else
     except OSError:
-        pass  # the user's own files are in the folder, or the day's folder holds other runs
+        pass  # the user's own files are in the folder, or the day's folder (or outputs/) holds other runs
 
 
 def _record_failure(run_dir: Path, err: Exception, cfg, overrides: list[str]) -> None:

@@ -67,8 +67,9 @@ def alexnet_features(input_shape: Sequence[int], act: Act, batchnorm: bool) -> t
 def he_init(model: nn.Module) -> nn.Module:
     """He et al.'s initialization (normal, gain sqrt(2)) for every conv and Linear layer, zero biases.
 
-    PyTorch's default keeps about a third of the variance per ReLU layer, which a plain stack of
-    eight layers (AlexNet's, VGG's) barely recovers from in the first epochs.
+    PyTorch's default (variance 1/(3 fan_in)) keeps about a sixth of the signal's variance per
+    ReLU layer, which a plain stack of eight layers (AlexNet's, VGG's) barely recovers from in the
+    first epochs.
     """
     for m in model.modules():
         if isinstance(m, nn.Conv2d):

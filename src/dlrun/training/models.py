@@ -92,13 +92,8 @@ def build_cnn(
     c, h, w = input_shape
     act = lambda: make_activation(activation, negative_slope)  # noqa: E731
     pool_first = activation in MONOTONIC
-    if variant == "simple":
-        if min(h, w) < 2 ** len(channels):
-            raise ValueError(f"model.channels has {len(channels)} blocks, each halving the image, too many for {h}x{w} images")
-        convs: list[nn.Module] = []
-        for c_out in channels:
-            convs += _conv_block(c, c_out, 3, 1, act, batchnorm, pool_first)
-            c, h, w = c_out, h // 2, w // 2
+    if variant == "simple":  # VGG's pattern with one conv per stage: the same layers, so the same state_dict keys
+        convs, (c, h, w) = vgg_features(input_shape, channels, 1, act, batchnorm, pool_first)
         hidden = [hidden_size]
     elif variant == "lenet5":
         if min(h, w) < 12:

@@ -146,7 +146,7 @@ def lean_step(optimizer: torch.optim.Optimizer, warn: Callable[[str], None] | No
         return optimizer.step
     name = _kernel_name(optimizer)
     adam = name != "_fused_sgd_"
-    plan: list[tuple[dict, list[torch.Tensor], list[list[torch.Tensor]], torch.Tensor | None, list[bool]]] = []
+    plan: list[tuple[dict, list[torch.Tensor], list[list[torch.Tensor]], torch.Tensor | None, list[tuple[int, ...] | None]]] = []
     broken: list[str] = []  # why the kernel failed, once it has: optimizer.step() from then on
 
     def state_names(group: dict) -> tuple[str, ...]:
@@ -173,9 +173,9 @@ def lean_step(optimizer: torch.optim.Optimizer, warn: Callable[[str], None] | No
             # MLP's input-major first layer, see models.input_major; every conv weight of a
             # channels_last model); a permuted view of every operand is contiguous there, and the
             # update is the same.
-            flips = [dense_order(p) for p in params]
-            state = [[as_laid_out(optimizer.state[p][name], f) for p, f in zip(params, flips, strict=True)] for name in names]
-            plan.append((group, [as_laid_out(p, f) for p, f in zip(params, flips, strict=True)], state, counter, flips))
+            orders = [dense_order(p) for p in params]
+            state = [[as_laid_out(optimizer.state[p][name], o) for p, o in zip(params, orders, strict=True)] for name in names]
+            plan.append((group, [as_laid_out(p, o) for p, o in zip(params, orders, strict=True)], state, counter, orders))
         return True
 
     def update(group: dict, params: list, state: list, counter: torch.Tensor | None, grads: list) -> None:
@@ -197,14 +197,14 @@ def lean_step(optimizer: torch.optim.Optimizer, warn: Callable[[str], None] | No
 
     def step() -> None:
         if broken or (not plan and not make_plan()):
-            first_step(optimizer)  # the first step creates the state
+            first_step(optimizer)  # torch.optim's own step: the first one creates the state; after a kernel failure, every one
             return
         grads = [[p.grad for p in group["params"]] for group, *_ in plan]
         if any(g is None for group_grads in grads for g in group_grads):
             optimizer.step()
             return
-        for i, ((group, params, state, counter, flips), group_grads) in enumerate(zip(plan, grads, strict=True)):
-            laid_out = [as_laid_out(g, f) for g, f in zip(group_grads, flips, strict=True)]
+        for i, ((group, params, state, counter, orders), group_grads) in enumerate(zip(plan, grads, strict=True)):
+            laid_out = [as_laid_out(g, o) for g, o in zip(group_grads, orders, strict=True)]
             try:
                 update(group, params, state, counter, laid_out)
             except (TypeError, RuntimeError) as err:
