@@ -277,3 +277,26 @@ def test_a_sweep_is_a_parent_run_with_a_child_per_job(tmp_path):
     assert hparams(sweep / "0" / "tb")["optimizer.lr"] == pytest.approx(0.1)
     assert hparams(sweep / "1" / "tb")["optimizer.lr"] == pytest.approx(1e12)
     assert [step for step, _ in scalars(sweep / "0" / "tb")["val/acc"]] == [1, 2]
+
+
+def test_a_pruned_trial_is_finished_in_mlflow_and_its_pictures_are_in_tensorboard(tmp_path):
+    """A pruned trial is over as the search asked (summary.json: `pruned`), not a failure."""
+    pytest.importorskip("optuna")
+    from dlrun.cli import main
+
+    sweep = tmp_path / "search"
+    uri = f"sqlite:///{tmp_path / 'runs.db'}"
+    argv = ["-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=8", "trainer.epochs=4", "trainer.progress=off", "device.threads=1",
+            "hydra.sweeper.pruning.startup_trials=2", "hydra.sweeper.pruning.min_epochs=1", "optimizer.lr=tag(log,interval(1e-4,1e-1))",
+            "logger=[tensorboard,mlflow]", f"logger.mlflow.tracking_uri={uri}", f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    assert main(argv) == 0
+    pruned = [p for p in sweep.iterdir() if p.name.isdigit() and read_summary(p)["status"] == "pruned"]
+    assert pruned  # the median pruner stops some of these 8 trials
+    for run in pruned:
+        client, logged = mlflow_run(run)
+        assert logged.info.status == "FINISHED" and logged.data.tags["dlrun.status"] == "pruned"
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(str(run / "tb"), size_guidance={"images": 0})
+        events.Reload()
+        assert events.Tags()["images"] == ["plots/confusion_matrix", "plots/curves", "plots/samples"]

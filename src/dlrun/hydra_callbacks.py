@@ -13,10 +13,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-from dlrun.analysis.runfolder import find_runs
+from dlrun.analysis.runfolder import FINAL_STATUSES, find_runs
 from dlrun.analysis.sweep import summarize_sweep
-
-FINISHED = ("completed", "pruned")  # a job's statuses that do not fail the sweep
 
 
 class SweepSummary(Callback):
@@ -36,7 +34,7 @@ class SweepSummary(Callback):
             summarize_study(folder, *location)
             launched = launched_folders(*location)  # a resumed search answers for its own trials, not for earlier failures
             jobs = [run for run in jobs if run.path.resolve() in launched]
-        unfinished = [run for run in jobs if run.status not in FINISHED]
+        unfinished = [run for run in jobs if run.status not in FINAL_STATUSES]  # these do not fail the sweep
         if unfinished:
             print(
                 f"dlrun: {len(unfinished)} of {len(jobs)} jobs did not complete: "

@@ -28,6 +28,7 @@ from dlrun.errors import RunFolderError
 RUN_FOLDER_FORMAT = 1  # docs/run-folder.md's version: summary.json's "format", written and read (absent: 1, from before it was)
 
 # Limits on what a folder may hold: far above what dlrun writes, far below what would hurt.
+FINAL_STATUSES = ("completed", "pruned")  # a run that is over: its summary.json and metrics are final, never trained further
 SUMMARY_LIMIT = 4 << 20  # bytes of summary.json (dlrun writes a few KiB)
 METRICS_LIMIT = 64 << 20  # bytes of metrics.csv (about 100 bytes an epoch)
 YAML_LIMIT = 1 << 20  # bytes of a .hydra/*.yaml file (a few KiB)
@@ -340,12 +341,12 @@ def load_run(path: Path | str) -> Run:
         experiment=_str(summary.get("experiment")),
         error=_str(summary.get("error")),
     )
-    if status != "completed" or not final or epochs_done is None:
+    if status not in FINAL_STATUSES or not final or epochs_done is None:
         # A running run's summary.json was written at its start: metrics.csv knows how far it got
         # (and how far a run got whose summary.json does not say).
         rows = run.rows()
         run.epochs_done = len(rows)
-        if status != "completed" or not final:
+        if status not in FINAL_STATUSES or not final:
             final = final or (rows[-1] if rows else {})
             best = best or best_of(rows)
     values = {

@@ -21,7 +21,7 @@ from dlrun.errors import ConfigError
 from dlrun.training.loggers import SweepJob, display_name, earlier_rows, end_metrics, flat_config, plot_files
 from dlrun.training.storage import write_json
 
-MLFLOW_STATUS = {"completed": "FINISHED", "failed": "FAILED", "diverged": "FAILED", "interrupted": "KILLED"}
+MLFLOW_STATUS = {"completed": "FINISHED", "pruned": "FINISHED", "failed": "FAILED", "diverged": "FAILED", "interrupted": "KILLED"}
 # A tracking server that is down should cost seconds, once, not MLflow's default of 7 retries with
 # a growing back-off and 120 s timeouts; a user's own settings of these variables win.
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}

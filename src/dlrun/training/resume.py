@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dlrun.analysis.query import LOGGER_KEYS
-from dlrun.analysis.runfolder import flatten
+from dlrun.analysis.runfolder import FINAL_STATUSES, flatten
 from dlrun.errors import ResumeError, RunFolderError
 from dlrun.training.recorder import atomic_write
 
@@ -35,7 +35,6 @@ ADJUSTABLE = {
     "dataset.max_memory_gb",
 }
 GLOBAL_GROUPS = {"experiment", "debug"}  # presets that may set any key
-FINAL = ("completed", "pruned")  # statuses of a run that is over: never trained further nor changed
 
 
 @dataclass
@@ -71,7 +70,7 @@ def plan_resume(cfg: Any, run_dir: Path, overrides: list[str]) -> ResumePlan:
     merged = merge_for_resume(saved_config(folder), OmegaConf.to_container(cfg, resolve=True), overrides)
     merged["resume"] = resume
     plan = ResumePlan(literal_config(merged), summary.get("overrides", overrides), folder)  # saved values are data
-    if summary.get("status") in FINAL:
+    if summary.get("status") in FINAL_STATUSES:
         done = summary.get("epochs_completed")
         wanted = merged["trainer"]["epochs"]
         stopped = summary.get("stopped_early_at") or summary.get("pruned_at")

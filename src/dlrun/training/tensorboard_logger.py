@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from dlrun.analysis.runfolder import FINAL_STATUSES
 from dlrun.training.loggers import SweepJob, earlier_rows, end_metrics, flat_config, plot_files
 
 
@@ -52,7 +53,7 @@ class TensorBoardLogger:
             step = summary.get("epochs_completed") or 0
             for key, value in end_metrics(summary).items():
                 self.writer.add_scalar(key, value, step)
-            if summary.get("status") == "completed":
+            if summary.get("status") in FINAL_STATUSES:  # a pruned trial drew its pictures too
                 import numpy as np
                 from PIL import Image  # matplotlib's own dependency
 
