@@ -593,7 +593,7 @@ def check_task(cfg: DictConfig) -> None:
             f"model={cfg.model.name} does not apply to task=gan: it trains DCGAN's own generator and discriminator, "
             "sized by task.latent_dim and task.width; drop the model overrides"
         )
-    trainer, reg = cfg.trainer, cfg.regularization
+    trainer, reg, augment = cfg.trainer, cfg.regularization, OmegaConf.select(cfg, "augment.name")
     refused = [
         ("trainer.loss", trainer.loss, trainer.loss != "cross_entropy", "its loss is the GAN's non-saturating one"),
         ("regularization.l1", reg.l1, reg.l1 > 0, "only regularization.l2 (weight decay) applies to the two networks"),
@@ -606,17 +606,13 @@ def check_task(cfg: DictConfig) -> None:
             "there is no validation accuracy or loss to watch",
         ),  # fmt: skip
         ("scheduler", "plateau", cfg.scheduler.name == "plateau", "it watches val/loss, which a GAN has not"),
-        (
-            "augment",
-            OmegaConf.select(cfg, "augment.name"),
-            OmegaConf.select(cfg, "augment.name") not in (None, "none"),
-            "the generator would learn the augmented images",
-        ),  # fmt: skip
+        ("augment", augment, augment not in (None, "none"), "the generator would learn the augmented images"),
         ("dataset.normalize", True, cfg.dataset.normalize, "the GAN scales the images to [-1, 1] itself"),
         ("trainer.precision", trainer.precision, trainer.precision != "fp32", "task=gan trains in fp32"),
         ("trainer.compile", True, trainer.compile, "task=gan runs its networks uncompiled"),
         ("trainer.memory_format", "channels_last", trainer.memory_format == "channels_last", "task=gan keeps its networks contiguous"),
         ("trainer.grad_clip", trainer.grad_clip, trainer.grad_clip > 0, "task=gan does not clip gradients"),
+        ("trainer.shuffle", False, not trainer.shuffle, "it draws a new seeded order every epoch"),
     ]
     for key, value, on, why in refused:
         if on:
