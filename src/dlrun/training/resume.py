@@ -52,8 +52,9 @@ def plan_resume(cfg: Any, run_dir: Path, overrides: list[str]) -> ResumePlan:
 
     An override that would change the saved experiment is refused. A completed run (all its
     epochs, or stopped early) and a pruned one are final: resuming it prints a note and changes
-    nothing, and asking it for more epochs is refused, since its files would change. Any other run
-    continues from its checkpoints/last.pt.
+    nothing. Asking a run that trained all its epochs for more is refused, since its files would
+    change; one stopped early or pruned gets the same note (its stop was its rule's, not its
+    epoch budget's). Any other run continues from its checkpoints/last.pt.
     """
     from omegaconf import OmegaConf
 
