@@ -173,12 +173,13 @@ def test_cli_without_a_run_imports_no_heavy_package(argv, tmp_path):
     assert heavy_imports(code, tmp_path) == []
 
 
-def test_a_default_run_imports_neither_dynamo_nor_scikit_learn(tmp_path):
-    """torch._dynamo is for trainer.compile, scikit-learn only ships the digits' file: a plain run
-    on the digits, with its plots, checkpoints and test pass, imports neither."""
+def test_a_default_run_imports_neither_dynamo_nor_scikit_learn_nor_matplotlib(tmp_path):
+    """torch._dynamo is for trainer.compile, scikit-learn only ships the digits' file, and the plot
+    helpers draw the pictures: a plain run on the digits, with its plots, checkpoints and test
+    pass, imports none of them in its own process."""
     argv = ["trainer.epochs=2", "trainer.progress=off", f"hydra.run.dir={tmp_path / 'run'}"]
     code = (f"from dlrun.cli import main\nassert main({argv!r}) == 0\n"
-            "print(sorted(m for m in ('torch._dynamo', 'sklearn') if m in sys.modules), file=sys.__stderr__)")  # fmt: skip
+            "print(sorted(m for m in ('torch._dynamo', 'sklearn', 'matplotlib') if m in sys.modules), file=sys.__stderr__)")  # fmt: skip
     done = subprocess.run([sys.executable, "-c", f"import sys\n{code}"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip().splitlines()[-1] == "[]"

@@ -54,7 +54,7 @@ def task(cfg) -> float:
     try:
         with stop_on_signals(process_ends_after_a_stop=True) as stop:
             summary = _run(cfg, run_dir, overrides, stop, sweep, console=_silent_console() if parallel else None, job_log=_job_log(),
-                           gpu_slot=hydra_cfg.job.num if parallel else None)  # fmt: skip
+                           gpu_slot=hydra_cfg.job.num if parallel else None, plot_helpers=not parallel)  # fmt: skip
         if parallel:  # jobs side by side would interleave their epoch lines: one line each, the rest in dlrun.log
             print(_job_line(hydra_cfg.job.num, overrides, summary, run_dir), flush=True)
         if stop() and summary.get("status") == "completed":
@@ -130,7 +130,9 @@ def objective(summary: dict, key: str = "val/acc") -> float:
 
 
 def _run(cfg, run_dir: Path, overrides: list[str], stop, sweep=None, console=None, job_log: str | None = None,
-         gpu_slot: int | None = None) -> dict:  # fmt: skip
+         gpu_slot: int | None = None, plot_helpers: bool = True) -> dict:  # fmt: skip
+    from omegaconf import OmegaConf
+
     from dlrun.config import validate
     from dlrun.training.resume import plan_resume
 
@@ -138,6 +140,11 @@ def _run(cfg, run_dir: Path, overrides: list[str], stop, sweep=None, console=Non
     plan = plan_resume(cfg, run_dir, overrides)
     if plan.kept is not None:  # a finished run is never changed
         return plan.kept
+    draws = plan.cfg.trainer.plots and OmegaConf.select(plan.cfg, "task.name") != "gan" and os.environ.get("RANK", "0") == "0"
+    if draws and plot_helpers:  # jobs side by side have no core to spare
+        from dlrun.training import plot_workers
+
+        plot_workers.start()  # they import matplotlib while this process imports torch and trains
     from dlrun.training.recipe import execute
 
     folder = plan.folder or run_dir
@@ -368,6 +375,15 @@ def complete_subcommand(argv: list[str]) -> bool:
     return True
 
 
+def _one_run(argv: list[str]) -> bool:
+    """Whether `dlrun ARGV` trains one classifier with its pictures, as far as the command line tells
+    (overrides only: no flag that prints and exits, no sweep, no trainer.plots=false, no GAN)."""
+    if any(arg.startswith("-") for arg in argv) or int(os.environ.get("RANK", "0")) > 0:
+        return False
+    values = dict(arg.split("=", 1) for arg in argv if "=" in arg)
+    return values.get("trainer.plots", "true").lower() not in ("false", "no", "off", "0") and values.get("task") != "gan"
+
+
 def main(argv: list[str] | None = None) -> int:
     """The exit code of `dlrun ARGV...` (a run or sweep may also end the process with sys.exit)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -380,6 +396,10 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] in SUBCOMMANDS:
             module, function = SUBCOMMANDS[argv[0]].split(":")
             return getattr(importlib.import_module(module), function)(argv[1:])
+        if _one_run(argv):
+            from dlrun.training import plot_workers
+
+            plot_workers.start()  # they import matplotlib while Hydra composes and torch loads here
         return run_hydra(argv)
     except KeyboardInterrupt:  # Ctrl-C before a run installed its own handler (while importing, composing)
         print("dlrun: interrupted before any run started", file=sys.stderr)

@@ -2,7 +2,9 @@
 
 matplotlib is imported inside each function, and only its Figure and Agg canvas (not pyplot, which
 costs half as much again to import, for a state this module never uses): no display is needed. Titles
-are wrapped to the figure's width, so that a long experiment name is never cut.
+are wrapped to the figure's width, so that a long experiment name is never cut. A classification
+run's three pictures take plain lists and numpy arrays, never tensors: they are drawn in helper
+processes that do not import torch (dlrun.training.plot_workers).
 """
 
 from __future__ import annotations
@@ -95,11 +97,11 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str
 
 
 def plot_samples(images, targets: Sequence[int], predictions: Sequence[int], classes: Sequence[str], path: Path) -> None:
-    """A 3x3 grid of test images titled 'true / predicted'; mistakes in red."""
+    """A 3x3 grid of test images (a numpy array, N x C x H x W) titled 'true / predicted'; mistakes in red."""
     fig = _figure(figsize=(6, 6.6))
     axes = fig.subplots(3, 3)
     for ax, image, true, pred in zip(axes.flat, images, targets, predictions, strict=False):
-        picture = image.permute(1, 2, 0).numpy()  # (C, H, W) -> (H, W, C)
+        picture = image.transpose(1, 2, 0)  # (C, H, W) -> (H, W, C)
         if picture.shape[2] == 1:
             ax.imshow(picture[:, :, 0], cmap="gray")
         else:

@@ -21,6 +21,7 @@ from rich.console import Console
 from dlrun.analysis.runfolder import RUN_FOLDER_FORMAT, shown
 from dlrun.config import validate
 from dlrun.errors import ConfigError, Diverged, DlrunError
+from dlrun.training import plot_workers
 from dlrun.training.augment import augmented, build_augment
 from dlrun.training.checkpoint import restore
 from dlrun.training.console import Reporter
@@ -118,23 +119,20 @@ def sample_indices(targets: torch.Tensor, predictions: torch.Tensor, count: int 
 
 
 def write_plots(recorder: RunRecorder, data: Data, history: list[dict], test: dict, title: str) -> None:
+    """curves.png, confusion_matrix.png and samples.png, drawn side by side by the plot helpers
+    (drawn here where there are none); returns when all three are written."""
     recorder.plot_dir.mkdir(exist_ok=True)
-    plot_training_curves(history, recorder.plot_dir / "curves.png", title=title)
+    folder = recorder.plot_dir.resolve()  # the helpers may not share this process's working directory
     targets, predictions = test["targets"], test["predictions"]
-    plot_confusion_matrix(
-        confusion_matrix(targets, predictions, data.num_classes),
-        data.classes,
-        recorder.plot_dir / "confusion_matrix.png",
-        title=f"test confusion matrix: {title}",
-    )
     chosen = sample_indices(targets, predictions)
-    plot_samples(
-        data.test.x[chosen].float().cpu(),
-        targets[chosen].tolist(),
-        predictions[chosen].tolist(),
-        data.classes,
-        recorder.plot_dir / "samples.png",
-    )
+    matrix = confusion_matrix(targets, predictions, data.num_classes)
+    classes = list(data.classes)
+    plot_workers.draw([
+        (plot_training_curves, (history, folder / "curves.png"), {"title": title}),
+        (plot_confusion_matrix, (matrix, classes, folder / "confusion_matrix.png"), {"title": f"test confusion matrix: {title}"}),
+        (plot_samples, (data.test.x[chosen].float().cpu().numpy(), targets[chosen].tolist(), predictions[chosen].tolist(),
+                        classes, folder / "samples.png"), {}),
+    ])  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------

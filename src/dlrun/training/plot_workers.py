@@ -1,0 +1,149 @@
+"""A run's pictures drawn by helper processes, started before the run imports torch.
+
+On a 2-core CPU, importing matplotlib (~0.5 s) and drawing a classification run's three pictures
+(~0.8 s) took a third of a default run's wall time, longer than its training. `start()` spawns the
+helpers as the command starts: they import matplotlib on the other core while the run's process
+composes its config and imports torch. `draw()` hands them the finished run's pictures, one picture to each in turn, and waits for
+all of them. The helpers serve every run of the process (a sweep's jobs run one after another in one
+process) and end with it.
+
+A helper is `python -m dlrun.training.plot_workers`, a fresh interpreter: it shares nothing with the
+run's process (no fork of a process that may hold threads, no re-import of the caller's __main__),
+and reads pickled (function, args, kwargs) from its stdin, answering each with True or False on its
+stdout.
+
+A picture a helper could not draw (an error, a helper gone) is drawn again here, in the run's own
+process: the result is the same file, and an error is raised just as without helpers. The helpers
+import nothing of the run's but the drawing functions sent to them (dlrun.training.plots), which
+take plain lists and numpy arrays, and never torch.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+Picture = tuple[Callable[..., Any], tuple, dict]  # a drawing function of a module the helper can import, and its arguments
+
+HELPERS = 2  # three pictures: two at once on a 2-core CPU, the third after the first
+NICENESS = 5  # the run's process comes first while both work (config, torch's import); idle, the helpers take no CPU
+
+
+class _Helper:
+    def __init__(self) -> None:
+        package_root = str(Path(__file__).resolve().parents[2])  # where `dlrun` is imported from here
+        path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            env=dict(os.environ, PYTHONPATH=path),
+        )  # fmt: skip
+
+    def send(self, picture: Picture) -> None:
+        data = pickle.dumps(picture)  # before anything is written: arguments that do not travel are refused whole
+        self.process.stdin.write(data)
+        self.process.stdin.flush()
+
+    def answer(self) -> bool:
+        try:
+            return bool(pickle.load(self.process.stdout))
+        except (EOFError, OSError, pickle.UnpicklingError):  # the helper died (killed, out of memory)
+            return False
+
+    def stop(self) -> None:
+        self.process.kill()  # idle, or still importing: nothing of a run's is in its hands
+        self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout):
+            try:
+                stream.close()
+            except OSError:  # a pipe whose reader is gone
+                pass
+
+
+_helpers: list[_Helper] = []
+_helpers_end_with_the_process: list[bool] = []  # stop() is registered to run at exit, once
+
+
+def start(count: int = HELPERS) -> None:
+    """Start the helpers, unless they run already."""
+    if _helpers:
+        return
+    if not _helpers_end_with_the_process:
+        atexit.register(stop)
+        _helpers_end_with_the_process.append(True)
+    try:
+        for _ in range(max(1, min(count, os.cpu_count() or 1))):
+            _helpers.append(_Helper())
+    except OSError:  # no process to spare: the pictures are drawn in the run's process
+        stop()
+
+
+def running() -> int:
+    """How many helpers are alive."""
+    return sum(helper.process.poll() is None for helper in _helpers)
+
+
+def stop() -> None:
+    """End the helpers (a helper also ends when the run's process does: its stdin closes)."""
+    while _helpers:
+        _helpers.pop().stop()
+
+
+def draw(pictures: Sequence[Picture]) -> int:
+    """Draw `pictures` (the helpers in turn, or here) and return when all are written; return how
+    many the helpers drew. An exception of a drawing function is raised here, as if drawn here."""
+    sent: list[tuple[_Helper, Picture]] = []
+    here: list[Picture] = []
+    for i, picture in enumerate(pictures):
+        try:
+            helper = _helpers[i % len(_helpers)]
+            helper.send(picture)
+            sent.append((helper, picture))
+        except Exception:  # noqa: BLE001  no helper, a helper gone, or arguments that do not pickle
+            here.append(picture)
+    drawn = 0
+    for helper, picture in sent:
+        if helper.answer():
+            drawn += 1
+        else:
+            here.append(picture)
+    if running() < len(_helpers):
+        stop()  # a broken helper serves no later run; the next start() starts afresh
+    for function, args, kwargs in here:
+        function(*args, **kwargs)
+    return drawn
+
+
+def serve(requests: IO[bytes], answers: IO[bytes]) -> None:
+    """A helper's life: import matplotlib, then draw each picture read from `requests` until it closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the terminal's whole process group; the run decides
+    if hasattr(os, "nice"):
+        os.nice(NICENESS)
+    import matplotlib.backends.backend_agg  # noqa: F401  the slow imports, done while the run imports torch
+    import matplotlib.figure  # noqa: F401
+
+    while True:
+        try:
+            function, args, kwargs = pickle.load(requests)
+        except EOFError:  # the run's process closed the pipe, or is gone
+            return
+        try:
+            function(*args, **kwargs)
+        except Exception:  # noqa: BLE001  the run's process draws it again, and sees the error itself
+            done = False
+        else:
+            done = True
+        pickle.dump(done, answers)
+        answers.flush()
+
+
+if __name__ == "__main__":
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print goes to stderr, never into the answers
+    serve(sys.stdin.buffer, answers)

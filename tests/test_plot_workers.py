@@ -1,0 +1,76 @@
+"""The plot helpers (dlrun.training.plot_workers): a run's pictures drawn by other processes are the
+same files as drawn in the run's own, and a picture a helper cannot draw is drawn in the run's own."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dlrun.training import plot_workers
+from dlrun.training.plots import plot_confusion_matrix, plot_samples, plot_training_curves
+
+ROWS = [{"epoch": e, "train/loss": 1 / e, "train/acc": 0.5 + e / 20, "val/loss": 1.1 / e, "val/acc": 0.5 + e / 25, "lr": 0.001}
+        for e in range(1, 6)]  # fmt: skip
+CLASSES = ["cat", "dog", "emu"]
+NAMES = ["curves.png", "confusion_matrix.png", "samples.png"]
+
+
+def pictures(folder: Path) -> list:
+    images = np.linspace(0, 1, 9 * 8 * 8, dtype=np.float32).reshape(9, 1, 8, 8)
+    return [
+        (plot_training_curves, (ROWS, folder / "curves.png"), {"title": "mlp + adam (lr 0.001) on digits"}),
+        (plot_confusion_matrix, ([[5, 1, 0], [0, 6, 0], [2, 0, 4]], CLASSES, folder / "confusion_matrix.png"), {"title": "test"}),
+        (plot_samples, (images, [0, 1, 2] * 3, [0, 1, 1] * 3, CLASSES, folder / "samples.png"), {}),
+    ]
+
+
+def drawn_here(folder: Path) -> dict[str, bytes]:
+    folder.mkdir()
+    for function, args, kwargs in pictures(folder):
+        function(*args, **kwargs)
+    return {name: (folder / name).read_bytes() for name in NAMES}
+
+
+@pytest.fixture
+def helpers():
+    plot_workers.stop()
+    plot_workers.start()
+    yield
+    plot_workers.stop()
+
+
+def test_the_helpers_draw_the_same_files_as_the_run_s_own_process(tmp_path, helpers):
+    (tmp_path / "aside").mkdir()
+    assert plot_workers.draw(pictures(tmp_path / "aside")) == 3
+    assert {name: (tmp_path / "aside" / name).read_bytes() for name in NAMES} == drawn_here(tmp_path / "here")
+    assert plot_workers.running() == 2  # and they stay for the process's next run
+
+
+def test_the_pictures_of_a_helper_that_died_are_drawn_here(tmp_path, helpers):
+    gone = plot_workers._helpers[0].process
+    gone.kill()
+    gone.wait()
+    (tmp_path / "aside").mkdir()
+    assert plot_workers.draw(pictures(tmp_path / "aside")) == 1  # the live helper's one; the dead one's two drawn here
+    assert {name: (tmp_path / "aside" / name).read_bytes() for name in NAMES} == drawn_here(tmp_path / "here")
+    assert plot_workers.running() == 0  # a broken set is not kept for the next run...
+    plot_workers.start()
+    assert plot_workers.running() == 2  # ...which starts a whole one
+
+
+def test_an_error_in_a_picture_is_raised_in_the_run_s_process(tmp_path, helpers):
+    (tmp_path / "aside").mkdir()
+    broken = pictures(tmp_path / "aside")
+    function, (rows, _), kwargs = broken[0]
+    broken[0] = (function, (rows, tmp_path / "no such folder" / "curves.png"), kwargs)
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        plot_workers.draw(broken)
+    assert sorted(p.name for p in (tmp_path / "aside").iterdir()) == ["confusion_matrix.png", "samples.png"]
+    assert plot_workers.running() == 2  # an error in a picture is not a broken helper
+
+
+def test_without_helpers_the_pictures_are_drawn_here(tmp_path):
+    plot_workers.stop()
+    (tmp_path / "aside").mkdir()
+    assert plot_workers.draw(pictures(tmp_path / "aside")) == 0
+    assert {name: (tmp_path / "aside" / name).read_bytes() for name in NAMES} == drawn_here(tmp_path / "here")
