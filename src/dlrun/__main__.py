@@ -1,8 +1,6 @@
 """`python -m dlrun ...` is the same as `dlrun ...`."""
 
-import sys
-
-from dlrun.cli import main
+from dlrun.cli import program
 
 if __name__ == "__main__":
-    sys.exit(main())
+    program()
