@@ -10,12 +10,14 @@ OVERRIDES (e.g. `device.threads=1`, where other work keeps a core busy) go to ev
 arm's runs must end with the same test accuracy as each other and as the other arms': the
 seeded run computes the same whatever its start-up costs.
 
-One more run per arm under `python -X importtime` gives the import breakdown: the largest
-imports of other packages (each with what it imported in turn, so torch includes numpy), and
-the import time of dlrun's own modules. The run's summary.json gives the time from the start of
-the run to its test pass (`run_s`: data, optimizer, training with its checkpoints, test pass);
-the rest of the wall time is the interpreter, the imports, Hydra's composition (it composes the
-config twice, once to learn the mode) and the plots.
+One more run per arm under `python -X importtime` gives the import breakdown of the run's own
+process: the largest imports of other packages (each with what it imported in turn, so torch
+includes numpy), and the import time of dlrun's own modules. The plot helpers (separate
+interpreters that import matplotlib and draw the pictures beside the run, started without
+`-X importtime`) are not in it. The run's summary.json gives the time from the start of the run
+to its test pass (`run_s`: data, optimizer, training with its checkpoints, test pass); the rest
+of the wall time is the interpreter, the imports, Hydra's composition (it composes the config
+twice, once to learn the mode), waiting for the pictures, and the exit.
 
 The result is printed and written as JSON to benchmarks/results/startup-<host>.json (or --out).
 Time it alone: `flock /tmp/dlrun-bench.lock .venv/bin/python benchmarks/bench_startup.py`.
