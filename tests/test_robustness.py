@@ -72,6 +72,35 @@ def test_interrupt_leaves_a_valid_folder_and_exit_code(tmp_path, signals, gap, c
     assert last["epoch"] == len(rows)
 
 
+@pytest.mark.parametrize("status", ["completed", "interrupted"])
+def test_a_second_signal_while_the_run_records_how_it_ended_does_not_cut_it_short(status, compose_cfg, tmp_path, monkeypatch):
+    """Ctrl-C twice: the second one may land while summary.json is being written (the suite caught it
+    once, under load); the folder must still say how the run ended, never `running`."""
+    from dlrun.training import recipe
+    from dlrun.training.recorder import RunRecorder
+    from dlrun.training.signals import Interrupted, StopRequest
+
+    stop = StopRequest()
+    write = RunRecorder.write_final_summary
+
+    def signalled_while_writing(self, summary):
+        stop.handle(signal.SIGINT, None)  # the first Ctrl-C, if the run had not had one
+        stop.handle(signal.SIGINT, None)  # the second, just as the file is written
+        return write(self, summary)
+
+    monkeypatch.setattr(RunRecorder, "write_final_summary", signalled_while_writing)
+    if status == "interrupted":
+        stop.signum = signal.SIGINT  # the first Ctrl-C came during training: the loop stops at its next step
+    run_dir = tmp_path / "run"
+    cfg = compose_cfg(*QUICK)
+    if status == "interrupted":
+        with pytest.raises(Interrupted):
+            recipe.execute(cfg, run_dir, stop=stop)
+    else:
+        assert recipe.execute(cfg, run_dir, stop=stop)["status"] == "completed"
+    assert read_summary(run_dir)["status"] == status
+
+
 @pytest.mark.parametrize("process_ends", [True, False])
 def test_after_a_stop_a_late_signal_is_ignored_only_where_the_process_ends(process_ends):
     from dlrun.training.signals import Interrupted, stop_on_signals

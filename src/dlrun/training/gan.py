@@ -41,7 +41,7 @@ from dlrun.training.plots import plot_gan_losses, save_image_grid, save_progress
 from dlrun.training.recipe import dataset_kwargs, describe_data, now, one_line, optimizer_kwargs, schedule_kwargs
 from dlrun.training.recorder import RunRecorder, command_line, git_commit, versions
 from dlrun.training.resume import restore_metrics
-from dlrun.training.signals import Interrupted, StopRequest
+from dlrun.training.signals import Interrupted, StopRequest, hold
 from dlrun.training.steps import flush_denormals, num_batches
 
 NETS = ("generator", "discriminator")
@@ -227,12 +227,16 @@ def execute_gan(cfg: DictConfig, run_dir: Path, *, console: Console | None = Non
             plot_gan_losses(history, recorder.plot_dir / "curves.png", title=title)
         summary |= {"status": "completed", "final": history[-1], "best": {"epoch": history[-1]["epoch"]}}
     except BaseException as err:
+        hold(stop)  # what follows records how the run ended: a second signal must not cut it short
         interrupted = isinstance(err, (KeyboardInterrupt, Interrupted))
         status = "diverged" if isinstance(err, Diverged) else "interrupted" if interrupted else "failed"
         status = "refused" if isinstance(err, DlrunError) and not training and status == "failed" else status
         summary |= {"status": status, "error": one_line(err)}
         raise
     finally:
+        hold(stop)
+        if summary["status"] == "running":  # a second signal landed before the lines above could say so
+            summary |= {"status": "interrupted", "error": "stopped at once by a second signal"}
         set_threads(threads_before)
         torch.set_flush_denormal(False)
         summary["timing"] = {"wall_s": time.perf_counter() - started}

@@ -48,7 +48,7 @@ from dlrun.training.own import build_own_model, check_forward
 from dlrun.training.plots import plot_confusion_matrix, plot_samples, plot_training_curves
 from dlrun.training.pruning import trial_pruning
 from dlrun.training.recorder import NullRecorder, RunRecorder, command_line, git_commit, versions
-from dlrun.training.signals import Interrupted, StopRequest
+from dlrun.training.signals import Interrupted, StopRequest, hold
 from dlrun.training.steps import StepSettings, choose_step, evaluate, make_loss, num_batches
 
 # ---------------------------------------------------------------------------------------------
@@ -308,14 +308,19 @@ def execute(
         if cfg.trainer.plots and place.main:
             write_plots(recorder, data, history, test, title)
     except Diverged as err:
+        hold(stop)
         summary |= {"status": "diverged", "error": str(err), "timing": _timing(state, started)}
         raise
     except BaseException as err:
+        hold(stop)  # what follows records how the run ended: a second signal must not cut it short
         interrupted = isinstance(err, (KeyboardInterrupt, Interrupted))
         status = "interrupted" if interrupted else "refused" if isinstance(err, DlrunError) and not training else "failed"
         summary |= {"status": status, "error": one_line(err), "timing": _timing(state, started)}
         raise
     finally:
+        hold(stop)
+        if summary["status"] == "running":  # a second signal landed before the lines above could say so
+            summary |= {"status": "interrupted", "error": "stopped at once by a second signal"}
         set_threads(threads_before)
         torch.set_flush_denormal(False)  # this thread's default again, for callers in the same process
         summary["epochs_completed"] = state.epoch

@@ -1,7 +1,8 @@
 """Ctrl-C and SIGTERM: the first asks the run to stop at the next safe point, the second stops it at once.
 
 Either way the run folder stays valid: metrics.csv holds the finished epochs, checkpoints/last.pt
-the last finished epoch (it is only ever replaced whole), and summary.json says `interrupted`.
+the last finished epoch (it is only ever replaced whole), and summary.json says `interrupted`. Once
+the run records how it ended (`StopRequest.hold`), no signal cuts that short.
 The process then exits with 128 + the signal's number: 130 for Ctrl-C, 143 for SIGTERM.
 """
 
@@ -32,6 +33,7 @@ class StopRequest:
     def __init__(self) -> None:
         self.signum: int | None = None
         self.finishing: str | None = None  # what is left once training is over (its test and plots)
+        self.holding = False  # the run is writing its folder's last word: a second signal no longer cuts in
 
     def __call__(self) -> bool:
         return self.signum is not None
@@ -40,9 +42,17 @@ class StopRequest:
         if self.signum is not None:
             raise Interrupted(self.signum)
 
+    def hold(self) -> None:
+        """From here on the run only records how it ended (summary.json, loggers, the panel): a second
+        signal would leave its folder saying `running`, so it no longer stops the run at once. The
+        process ends right after anyway."""
+        self.holding = True
+
     def handle(self, signum: int, frame) -> None:
-        if self.signum is not None:  # the second signal: stop now
+        if self.signum is not None and not self.holding:  # the second signal: stop now
             raise Interrupted(signum)
+        if self.signum is not None:
+            return
         self.signum = signum
         name = signal.Signals(signum).name
         if self.finishing:
@@ -70,3 +80,9 @@ def stop_on_signals(process_ends_after_a_stop: bool = False) -> Iterator[StopReq
     finally:
         for s, handler in previous.items():
             signal.signal(s, signal.SIG_IGN if process_ends_after_a_stop and request() else handler)
+
+
+def hold(stop: StopRequest | None) -> None:
+    """`stop.hold()`, where the run has a StopRequest."""
+    if stop is not None:
+        stop.hold()
