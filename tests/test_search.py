@@ -219,6 +219,8 @@ BAD = {
     "a malformed interval": (["optimizer.lr=interval(1e-4)"], "'optimizer.lr=interval(1e-4)'"),
     "an interval upside down": (["optimizer.lr=interval(0.1,0.001)"], "the low end must be below the high end"),
     "a log scale from 0": (["optimizer.lr=tag(log,interval(0,0.1))"], "a log scale needs a low end > 0"),
+    "a log scale with a step": (["trainer.batch_size=tag(log,range(16,257,16))"], "a log scale has no step, got step 16"),
+    "a GAN": (["task=gan", *SPACE], "which task=gan does not have"),
     "a grid over an interval": (["hydra.sweeper.sampler=grid", *SPACE], "sampler=grid tries every value"),
     "a test objective": (["hydra.sweeper.objective=test/acc", *SPACE], "hydra.sweeper.objective='test/acc' is not one of"),
     "a storage without a study name": (["hydra.sweeper.storage=sqlite:///x.db", *SPACE], "needs a hydra.sweeper.study_name"),

@@ -47,7 +47,7 @@ class Search:
                 "hydra/sweeper=optuna needs a search space: give at least one parameter as choice(...), range(...), "
                 "interval(...) or tag(log, interval(...)), on the command line or in hydra.sweeper.params"
             )
-        self.check_validation_split(fixed, space)
+        self.check_scores(fixed, space)
         values = grid(space) if self.settings["sampler"] == "grid" else None
         pruner = dict(self.settings["pruner"])
         pruner_obj = build_pruner(pruner.pop("name"), **pruner)
@@ -103,10 +103,17 @@ class Search:
         self.fail_left_running(study)
         return study
 
-    def check_validation_split(self, fixed: list[str], space: dict[str, BaseDistribution]) -> None:
-        """A search scores trials on the validation split: refuse one without (tuning on the test set)."""
+    def check_scores(self, fixed: list[str], space: dict[str, BaseDistribution]) -> None:
+        """A search scores trials by a classifier's validation metric: refuse a GAN (it has none, every
+        trial would fail) and a run without a validation split (tuning on the test set)."""
         sweeper = self.sweeper
         cfg = sweeper.hydra_context.config_loader.load_sweep_config(sweeper.config, list(fixed))
+        tasks = getattr(space.get("task"), "choices", None) or [OmegaConf.select(cfg, "task.name")]
+        if "gan" in tasks:
+            raise ConfigError(
+                f"the search scores each trial by its {self.objective}, which task=gan does not have (a GAN has no "
+                "accuracy to validate); search a classifier, or sweep a GAN's settings as a grid with -m alone"
+            )
         dist = space.get("dataset.val_fraction")
         lowest = getattr(dist, "low", None) if dist is not None else OmegaConf.select(cfg, "dataset.val_fraction")
         if dist is not None and hasattr(dist, "choices"):

@@ -65,6 +65,8 @@ def distribution(override: Override) -> BaseDistribution:
             if not values:
                 raise ValueError("the range holds no value")
             low, high, step = min(values), max(values), abs(value.step)
+            if log and step != 1:
+                raise ValueError(f"a log scale has no step, got step {value.step}: drop it, or drop tag(log, ...)")
             if all(isinstance(v, int) for v in values):
                 return IntDistribution(int(low), int(high), log=log, step=1 if log else int(step))
             return FloatDistribution(float(low), float(high), log=log, step=None if log else float(step))
