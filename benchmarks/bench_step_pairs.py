@@ -29,8 +29,9 @@ import bench_models  # beside this file: a script's own folder is on sys.path
 BATCH = bench_models.BATCH
 
 
-def pair_up(root: str, model_name: str, precision: str, pairs: int) -> dict:
-    """Each arm's step times (ms) over `pairs` alternations, and its ratios to the plain step's."""
+def pair_up(root: str, model_name: str, precision: str, pairs: int, tmp: Path) -> dict:
+    """Each arm's step times (ms) over `pairs` alternations, and its ratios to the plain step's
+    (`tmp`: a scratch folder for the loop's log)."""
     import torch
     import torch.nn.functional as F
     from rich.console import Console
@@ -44,7 +45,6 @@ def pair_up(root: str, model_name: str, precision: str, pairs: int) -> dict:
                                 "trainer.progress=off", f"trainer.precision={precision}"])  # fmt: skip
     data = load_dataset("mnist", device=torch.device("cpu"), **dataset_kwargs(cfg))
     x_all, y_all = data.train.x, data.train.y
-    tmp = Path(tempfile.mkdtemp())
     reporter = Reporter(tmp / "dlrun.log", "off", Console(quiet=True))
     loop, _ = build_loop(cfg, data, torch.device("cpu"), NullRecorder(tmp), reporter, None)
     torch.manual_seed(0)
@@ -101,6 +101,7 @@ def pair_up(root: str, model_name: str, precision: str, pairs: int) -> dict:
                      "faster_than_plain": sum(r < 1 for r in ratios)}  # fmt: skip
         print(f"{model_name} {precision} | {arm}: {rows[arm]['median_ms']:.1f} ms, over plain {rows[arm]['median_ratio_to_plain']:.3f}"
               f" (faster in {rows[arm]['faster_than_plain']} of {pairs})", flush=True)  # fmt: skip
+    reporter.close()
     return rows
 
 
@@ -117,7 +118,8 @@ def main() -> None:
     results = {"host": socket.gethostname(), "model": args.model, "pairs": args.pairs, "threads": torch.get_num_threads(),
                "torch": torch.__version__, "precisions": {}}  # fmt: skip
     for precision in ("fp32", "bf16"):
-        results["precisions"][precision] = pair_up(args.root, args.model, precision, args.pairs)
+        with tempfile.TemporaryDirectory() as tmp:
+            results["precisions"][precision] = pair_up(args.root, args.model, precision, args.pairs, Path(tmp))
     out = Path(args.out or Path(__file__).parent / "results" / f"step-pairs-{results['host']}.json")
     out.write_text(json.dumps(results, indent=2) + "\n")
 
