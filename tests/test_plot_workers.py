@@ -74,3 +74,13 @@ def test_without_helpers_the_pictures_are_drawn_here(tmp_path):
     (tmp_path / "aside").mkdir()
     assert plot_workers.draw(pictures(tmp_path / "aside")) == 0
     assert {name: (tmp_path / "aside" / name).read_bytes() for name in NAMES} == drawn_here(tmp_path / "here")
+
+
+def test_a_helper_that_hangs_is_given_up_and_its_picture_drawn_here(helpers, monkeypatch):
+    import time
+
+    monkeypatch.setattr(plot_workers, "ANSWER_WITHIN_S", 0.5)
+    started = time.monotonic()
+    assert plot_workers.draw([(time.sleep, (3,), {})]) == 0  # the helper still sleeping at 0.5 s is killed
+    assert 3 <= time.monotonic() - started < 6  # then the run's process does the work itself
+    assert plot_workers.running() == 0

@@ -7,10 +7,10 @@ composes its config and imports torch. `draw()` hands them the finished run's pi
 all of them. The helpers serve every run of the process (a sweep's jobs run one after another in one
 process) and end with it.
 
-A helper is `python -m dlrun.training.plot_workers`, a fresh interpreter: it shares nothing with the
-run's process (no fork of a process that may hold threads, no re-import of the caller's __main__),
-and reads pickled (function, args, kwargs) from its stdin, answering each with True or False on its
-stdout.
+A helper is a fresh interpreter running `main()` with this process's sys.path: it shares nothing
+with the run's process (no fork of a process that may hold threads, no re-import of the caller's
+__main__), and reads pickled (function, args, kwargs) from its stdin, answering each with True or
+False on its stdout.
 
 A picture a helper could not draw (an error, a helper gone) is drawn again here, in the run's own
 process: the result is the same file, and an error is raised just as without helpers. The helpers
@@ -23,27 +23,25 @@ from __future__ import annotations
 import atexit
 import os
 import pickle
+import select
 import signal
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import IO, Any
 
 Picture = tuple[Callable[..., Any], tuple, dict]  # a drawing function of a module the helper can import, and its arguments
 
 HELPERS = 2  # three pictures: two at once on a 2-core CPU, the third after the first
 NICENESS = 5  # the run's process comes first while both work (config, torch's import); idle, the helpers take no CPU
+ANSWER_WITHIN_S = 600.0  # a helper silent for this long on one picture is taken as hung
 
 
 class _Helper:
     def __init__(self) -> None:
-        package_root = str(Path(__file__).resolve().parents[2])  # where `dlrun` is imported from here
-        path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            env=dict(os.environ, PYTHONPATH=path),
-        )  # fmt: skip
+        # this process's module path, as multiprocessing's spawn passes it: the helper imports what this process would
+        code = f"import sys; sys.path[:] = {sys.path!r}; from {__name__} import main; main()"
+        self.process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
     def send(self, picture: Picture) -> None:
         data = pickle.dumps(picture)  # before anything is written: arguments that do not travel are refused whole
@@ -51,7 +49,13 @@ class _Helper:
         self.process.stdin.flush()
 
     def answer(self) -> bool:
+        """Whether the helper drew the oldest picture sent to it; False if it failed, died, or hung."""
         try:
+            ready, _, _ = select.select([self.process.stdout], [], [], ANSWER_WITHIN_S)
+            if not ready:
+                self.process.kill()  # hung: the picture is drawn here, and this helper serves no more
+                self.process.wait()
+                return False
             return bool(pickle.load(self.process.stdout))
         except (EOFError, OSError, pickle.UnpicklingError):  # the helper died (killed, out of memory)
             return False
@@ -80,7 +84,7 @@ def start(count: int = HELPERS) -> None:
     try:
         for _ in range(max(1, min(count, os.cpu_count() or 1))):
             _helpers.append(_Helper())
-    except OSError:  # no process to spare: the pictures are drawn in the run's process
+    except (OSError, ValueError, TypeError):  # no process to spare, no interpreter to start: drawn in the run's process
         stop()
 
 
@@ -125,8 +129,11 @@ def serve(requests: IO[bytes], answers: IO[bytes]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the terminal's whole process group; the run decides
     if hasattr(os, "nice"):
         os.nice(NICENESS)
-    import matplotlib.backends.backend_agg  # noqa: F401  the slow imports, done while the run imports torch
-    import matplotlib.figure  # noqa: F401
+    try:
+        import matplotlib.backends.backend_agg  # noqa: F401  the slow imports, done while the run imports torch
+        import matplotlib.figure  # noqa: F401
+    except Exception:  # noqa: BLE001  the run's process draws every picture, and reports the error once, itself
+        return
 
     while True:
         try:
@@ -143,7 +150,8 @@ def serve(requests: IO[bytes], answers: IO[bytes]) -> None:
         answers.flush()
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """A helper process: pictures from stdin, answers on stdout."""
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print goes to stderr, never into the answers
     serve(sys.stdin.buffer, answers)
