@@ -214,6 +214,7 @@ def test_the_mnist_preset_composes_a_search():
 BAD = {
     "an unknown sampler": (["hydra.sweeper.sampler=bayes", *SPACE], "hydra.sweeper.sampler='bayes' is not one of: tpe, random"),
     "an unknown pruner": (["hydra.sweeper.pruner=patience", *SPACE], "hydra.sweeper.pruner='patience' is not one of: median,"),
+    "a pruner judging at epoch 0": (["hydra.sweeper.pruning.min_epochs=0", *SPACE], "hydra.sweeper.pruning: min_epochs=0 must be >= 1"),
     "an empty search space": (["optimizer.lr=0.01"], "hydra/sweeper=optuna needs a search space"),
     "no validation split": (["dataset.val_fraction=0", *SPACE], "dataset.val_fraction=0 leaves no validation split"),
     "a malformed interval": (["optimizer.lr=interval(1e-4)"], "'optimizer.lr=interval(1e-4)'"),

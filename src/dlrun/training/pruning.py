@@ -26,6 +26,17 @@ STORAGE_ENV = "DLRUN_OPTUNA_STORAGE"  # the study's storage URL
 PRUNERS = ("median", "successive_halving", "hyperband", "none")
 
 
+def check_pruner(name: str, *, min_epochs: int = 1, startup_trials: int = 5, reduction_factor: int = 3) -> None:
+    """Raise a ConfigError naming the pruner setting that cannot work (without importing Optuna)."""
+    if name not in PRUNERS:
+        raise ConfigError(f"hydra.sweeper.pruner={name!r} is not one of: {', '.join(PRUNERS)}")
+    if min_epochs < 1 or startup_trials < 0 or reduction_factor < 2:
+        raise ConfigError(
+            f"hydra.sweeper.pruning: min_epochs={min_epochs} must be >= 1, startup_trials={startup_trials} >= 0, "
+            f"reduction_factor={reduction_factor} >= 2"
+        )
+
+
 def build_pruner(name: str, *, min_epochs: int = 1, startup_trials: int = 5, reduction_factor: int = 3) -> Any:
     """Optuna's pruner `name`. A trial is judged first after `min_epochs` epochs.
 
@@ -36,13 +47,7 @@ def build_pruner(name: str, *, min_epochs: int = 1, startup_trials: int = 5, red
     """
     from optuna import pruners
 
-    if name not in PRUNERS:
-        raise ConfigError(f"hydra.sweeper.pruner={name!r} is not one of: {', '.join(PRUNERS)}")
-    if min_epochs < 1 or startup_trials < 0 or reduction_factor < 2:
-        raise ConfigError(
-            f"hydra.sweeper.pruning: min_epochs={min_epochs} must be >= 1, startup_trials={startup_trials} >= 0, "
-            f"reduction_factor={reduction_factor} >= 2"
-        )
+    check_pruner(name, min_epochs=min_epochs, startup_trials=startup_trials, reduction_factor=reduction_factor)
     if name == "median":
         return pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=min_epochs)
     if name == "successive_halving":

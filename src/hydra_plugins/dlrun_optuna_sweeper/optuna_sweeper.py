@@ -69,7 +69,7 @@ def check_settings(settings: dict) -> None:
     """Raise a ConfigError naming the first setting that cannot work; fill in the direction."""
     from dlrun.analysis.study import OBJECTIVES, require_optuna, study_location
     from dlrun.errors import ConfigError
-    from dlrun.training.pruning import PRUNERS
+    from dlrun.training.pruning import check_pruner
 
     objective, direction = settings["objective"], settings["direction"]
     if objective not in OBJECTIVES:
@@ -84,8 +84,8 @@ def check_settings(settings: dict) -> None:
         raise ConfigError(f"hydra.sweeper.sampler={settings['sampler']!r} is not one of: {', '.join(SAMPLERS)}")
     if settings["sampler"] == "cmaes" and importlib.util.find_spec("cmaes") is None:
         raise ConfigError("hydra.sweeper.sampler=cmaes needs the cmaes package, which is not installed: pip install cmaes")
-    if settings["pruner"]["name"] not in PRUNERS:
-        raise ConfigError(f"hydra.sweeper.pruner={settings['pruner']['name']!r} is not one of: {', '.join(PRUNERS)}")
+    pruner = dict(settings["pruner"])
+    check_pruner(pruner.pop("name"), **pruner)
     for key in ("n_trials", "n_jobs"):
         if settings[key] < 1:
             raise ConfigError(f"hydra.sweeper.{key}={settings[key]} must be >= 1")
