@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 import dlrun
+from dlrun import lock
 from dlrun.errors import DiskFull, RunInUse
-from dlrun.training import lock
-from dlrun.training.lock import lock_holder
+from dlrun.lock import lock_holder
 from dlrun.training.recorder import RESERVE_NAME, RunRecorder
 from dlrun.training.storage import TEMP_SUFFIX
 from tests.helpers import tmpfs

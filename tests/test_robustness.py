@@ -126,18 +126,43 @@ def test_a_run_that_was_not_stopped_restores_the_handlers():
     assert signal.getsignal(signal.SIGINT) == before
 
 
-def test_kill_9_keeps_every_finished_epoch_whole(tmp_path):
+def test_kill_9_keeps_every_finished_epoch_whole_and_the_reader_says_the_run_died(tmp_path, capsys):
+    from dlrun.analysis.runfolder import load_run
+    from dlrun.cli import main
+
     run_dir = tmp_path / "run"
     proc = start([*LONG, f"hydra.run.dir={run_dir}"], tmp_path)
     wait_for_epochs(run_dir, 3, proc)
+    assert load_run(run_dir).status == "running"  # its process holds the lock
     proc.kill()
     proc.communicate(timeout=60)
     rows = metrics_rows(run_dir)
     assert len(rows) >= 3 and all(len(r) == 7 for r in rows)  # no half rows
     assert [int(r[0]) for r in rows] == list(range(1, len(rows) + 1))
-    assert read_summary(run_dir)["status"] == "running"
+    assert read_summary(run_dir)["status"] == "running"  # the folder as the killed process left it
     last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)  # complete: the old one or the new one
     assert last["epoch"] in (len(rows) - 1, len(rows))
+    assert load_run(run_dir).status == "died"  # what a reader makes of it: nobody will finish it
+    assert main(["compare", str(run_dir)]) == 0
+    assert "died" in capsys.readouterr().out
+    assert read_summary(run_dir)["status"] == "running"  # reading changed nothing
+
+
+@pytest.mark.parametrize("holder", ["another host", "a live pid"])
+def test_a_running_folder_is_not_called_dead_where_that_cannot_be_told(holder, tmp_path):
+    """A free lock is not proof enough: on some cluster filesystems a lock taken on another node is
+    not seen here, and a live process with the lock file's pid may be the writer itself."""
+    import socket
+
+    from dlrun.analysis.runfolder import load_run
+    from dlrun.lock import LOCK_NAME
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "summary.json").write_text(json.dumps({"format": 1, "status": "running", "epochs": 5, "epochs_completed": 0}))
+    host, pid = ("node-17", 999_999) if holder == "another host" else (socket.gethostname(), os.getpid())
+    (run_dir / LOCK_NAME).write_text(json.dumps({"pid": pid, "host": host, "started": "2026-11-27T06:00:00+00:00"}))
+    assert load_run(run_dir).status == "running"
 
 
 def interrupted_run(run_dlrun, interrupt_at_epoch, run_dir: Path, *overrides: str, at: int = 4) -> Path:

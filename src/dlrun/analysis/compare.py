@@ -24,7 +24,7 @@ from dlrun.analysis.query import (
     sort_items,
     varying_overrides,
 )
-from dlrun.analysis.runfolder import find_runs, load_run, text
+from dlrun.analysis.runfolder import DIED, find_runs, load_run, text
 from dlrun.analysis.table import print_table, table_console
 
 __all__ = ["main", "parser", "find_runs", "load_run", "differing_keys", "varying_overrides", "filter_runs", "group_runs", "sort_items"]
@@ -116,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     if refused and not args.all:  # they hold nothing to compare, and their keys would only widen the table
         runs = [run for run in runs if run.status != "refused"]
         notes.append(f"{len(refused)} run{'s' if len(refused) != 1 else ''} refused before the first step not shown (--all shows them)")
+    died = [run for run in runs if run.status == DIED]
+    if died:
+        folder = died[0].path
+        notes.append(f"{len(died)} run{'s' if len(died) != 1 else ''} died: killed while running, before saying how it ended; "
+                     f"`dlrun resume={folder}` continues {'it' if len(died) == 1 else 'one'} from its last epoch")  # fmt: skip
     for note in notes:
         print(report.printable(note), file=sys.stderr)
     if not runs:

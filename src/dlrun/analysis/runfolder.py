@@ -24,11 +24,13 @@ from typing import Any
 
 from dlrun.analysis.files import MAX_DEPTH, check_nesting, check_yaml_nodes, read_regular_file
 from dlrun.errors import RunFolderError
+from dlrun.lock import writer_gone
 
 RUN_FOLDER_FORMAT = 1  # docs/run-folder.md's version: summary.json's "format", written and read (absent: 1, from before it was)
 
 # Limits on what a folder may hold: far above what dlrun writes, far below what would hurt.
 FINAL_STATUSES = ("completed", "pruned")  # a run that is over: its summary.json and metrics are final, never trained further
+DIED = "died"  # how the reader shows a `running` folder whose process is gone (never written to summary.json)
 SUMMARY_LIMIT = 4 << 20  # bytes of summary.json (dlrun writes a few KiB)
 METRICS_LIMIT = 64 << 20  # bytes of metrics.csv (about 100 bytes an epoch)
 YAML_LIMIT = 1 << 20  # bytes of a .hydra/*.yaml file (a few KiB)
@@ -58,7 +60,7 @@ class Run:
     """One run folder, read. `config` is flattened to dotted keys (`optimizer.lr`)."""
 
     path: Path
-    status: str  # completed | pruned | running | failed | diverged | interrupted; unknown without summary.json
+    status: str  # completed | pruned | running | died | failed | diverged | interrupted | refused; unknown without summary.json
     epochs: int | None  # planned
     epochs_done: int  # finished: the rows of metrics.csv
     config: dict[str, Any]
@@ -327,6 +329,8 @@ def load_run(path: Path | str) -> Run:
         overrides = _strings(_read_optional_yaml(path / ".hydra" / "overrides.yaml")) or []
     flat = flatten(config)
     status = _str(summary.get("status"), "unknown")
+    if status == "running" and writer_gone(path):
+        status = DIED  # killed (kill -9, out of memory, a power cut) before it could say how it ended
     best, test, final = _dict(summary.get("best")), _dict(summary.get("test")), _dict(summary.get("final"))
     epochs_done = _count(summary.get("epochs_completed"))
     epochs = _count(summary.get("epochs"))

@@ -22,6 +22,7 @@ from dlrun.analysis.runfolder import Run
 STATUS_STYLE = {
     "completed": "green",
     "running": "cyan",
+    "died": "red",  # its process was killed while running: resume=FOLDER continues it
     "failed": "red",
     "diverged": "magenta",
     "interrupted": "yellow",

@@ -30,8 +30,8 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+from dlrun import lock
 from dlrun.errors import DiskFull
-from dlrun.training import lock
 from dlrun.training.storage import (  # atomic_write and write_json are also imported from here by resume.py and cli.py
     TEMP_SUFFIX,
     atomic_write,

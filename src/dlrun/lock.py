@@ -6,8 +6,8 @@ text (pid, host, start time) only says who holds it; whether it is held is alway
 kernel, never read from the text. The file itself stays in the folder: removing a lock file while
 another process may be opening it would let two processes lock two different files.
 
-Imports neither torch nor Hydra, so readers of run folders (`dlrun compare`) may use
-`lock_holder` to tell a live `running` run from a dead one.
+Imports neither torch nor Hydra: the run-folder reader (dlrun.analysis.runfolder) uses
+`writer_gone` to tell a `running` run whose process died from a live one.
 """
 
 from __future__ import annotations
@@ -86,6 +86,40 @@ def lock_holder(folder: Path) -> str | None:
         return None  # closing fd below drops the probe's lock
     finally:
         os.close(fd)
+
+
+def writer_gone(folder: Path) -> bool:
+    """Whether the process that locked `folder` last is known to be gone: nobody holds the lock, the
+    lock file names this host, and no process here has the pid it names.
+
+    False where it lives, and wherever this cannot be told for sure: no lock file (a folder of an
+    older dlrun), a filesystem without locks, a writer on another host (on some cluster
+    filesystems a lock is seen only on the node that took it). Changes nothing in the folder."""
+    try:
+        fd = os.open(Path(folder) / LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released with the descriptor below
+        except OSError:  # held, or this filesystem cannot lock
+            return False
+        try:
+            holder = json.loads(os.pread(fd, 4096, 0))
+            host, pid = holder["host"], int(holder["pid"])
+        except (OSError, ValueError, TypeError, KeyError):
+            return False
+    finally:
+        os.close(fd)
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists, under another user
+        return False
+    return False  # a live process with that pid: the writer itself holding no lock here, or a pid used again
 
 
 def _write_holder(fd: int) -> None:
