@@ -384,8 +384,9 @@ def program() -> NoReturn:
     """`dlrun` as a program (the console script, `python -m dlrun`): main(), then the process ends
     without tearing its interpreter down.
 
-    Freeing every module and object of torch, matplotlib and Hydra one by one took ~0.5 s of a
-    default run's ~4 s, after its last file was written. The exit still runs every exit handler
+    Freeing every module and object of torch and Hydra one by one took an eighth of a default
+    run's wall time, after its last file was written (benchmarks/README.md, "Start-up"). The exit
+    still runs every exit handler
     (logging's flush, multiprocessing's, a logger's) and waits for every thread as Python does;
     only the teardown after them is skipped. Called as a function (the tests), main() never exits
     this way."""

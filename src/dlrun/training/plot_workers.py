@@ -1,11 +1,12 @@
 """A run's pictures drawn by helper processes, started before the run imports torch.
 
-On a 2-core CPU, importing matplotlib (~0.5 s) and drawing a classification run's three pictures
-(~0.8 s) took a third of a default run's wall time, longer than its training. `start()` spawns the
-helpers as the command starts: they import matplotlib on the other core while the run's process
-composes its config and imports torch. `draw()` hands them the finished run's pictures, one picture to each in turn, and waits for
-all of them. The helpers serve every run of the process (a sweep's jobs run one after another in one
-process) and end with it.
+On a 2-core CPU, importing matplotlib and drawing a classification run's three pictures took
+about a third of a default run's wall time, longer than its training (benchmarks/README.md,
+"Start-up"). `start()` starts the helpers as the command starts: they import matplotlib on the
+other core while the run's process composes its config and imports torch. `draw()` hands them
+the finished run's pictures, one picture to each in turn, and waits for all of them. The helpers
+serve every run of the process (a sweep's jobs run one after another in one process) and end
+with it.
 
 A helper is a fresh interpreter running `main()` with this process's sys.path: it shares nothing
 with the run's process (no fork of a process that may hold threads, no re-import of the caller's

@@ -1,7 +1,7 @@
 """The pictures of a run: learning curves, the test confusion matrix, and sample predictions.
 
-matplotlib is imported inside each function, and only its Figure and Agg canvas (not pyplot, which
-costs half as much again to import, for a state this module never uses): no display is needed. Titles
+matplotlib is imported inside each function, and only its Figure and Agg canvas (not pyplot,
+slower to import, for a global state this module never uses): no display is needed. Titles
 are wrapped to the figure's width, so that a long experiment name is never cut. A classification
 run's three pictures take plain lists and numpy arrays, never tensors: they are drawn in helper
 processes that do not import torch (dlrun.training.plot_workers).
