@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import dlrun.training.augment as augment_module
-from dlrun.config import validate
+from dlrun.checks import validate
 from dlrun.errors import ConfigError
 from dlrun.training.augment import build_augment, crop_and_flip, small_affine
 from tests.helpers import QUICK, read_summary

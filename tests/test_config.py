@@ -10,7 +10,8 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from dlrun.config import config_dir, validate
+from dlrun.checks import validate
+from dlrun.config import config_dir
 from dlrun.errors import ConfigError
 
 GROUPS = ["dataset", "model", "optimizer", "regularization", "augment", "task", "device", "logger", "experiment", "debug"]

@@ -11,8 +11,8 @@ import torch
 
 import dlrun.training.gan as gan
 from dlrun.analysis import compare
+from dlrun.checks import validate
 from dlrun.cli import main
-from dlrun.config import validate
 from dlrun.errors import ConfigError
 from dlrun.training.gan_models import build_gan, upsamplings
 from dlrun.training.signals import Interrupted

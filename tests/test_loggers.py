@@ -15,7 +15,8 @@ from omegaconf import OmegaConf
 
 from dlrun.analysis.query import LOGGER_KEYS, QUIET_KEYS
 from dlrun.analysis.runfolder import flatten
-from dlrun.config import LoggerConfig, validate
+from dlrun.checks import validate
+from dlrun.config import LoggerConfig
 from dlrun.errors import ConfigError
 from dlrun.training.loggers import Guarded
 from dlrun.training.mlflow_logger import BATCH_LIMIT, PARAM_VALUE_LIMIT

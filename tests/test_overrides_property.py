@@ -14,8 +14,8 @@ from hydra.errors import CompactHydraException
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dlrun.checks import validate
 from dlrun.cli import error_message
-from dlrun.config import validate
 from dlrun.errors import ConfigError
 
 KEYS = [

@@ -135,7 +135,7 @@ def _run(cfg, run_dir: Path, overrides: list[str], stop, sweep=None, console=Non
          gpu_slot: int | None = None, plot_helpers: bool = True) -> dict:  # fmt: skip
     from omegaconf import OmegaConf
 
-    from dlrun.config import validate
+    from dlrun.checks import validate
     from dlrun.training.resume import plan_resume
 
     validate(cfg)  # before importing torch: a bad value is reported in a fraction of a second

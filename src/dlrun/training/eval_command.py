@@ -106,7 +106,8 @@ def evaluate_run(args: argparse.Namespace) -> Path:
     """Evaluate, print the panel, write RUN/eval/<time>/; return that folder."""
     from omegaconf import OmegaConf
 
-    from dlrun.config import unique_dir, validate
+    from dlrun.checks import validate
+    from dlrun.config import unique_dir
     from dlrun.errors import DataError, DlrunError
     from dlrun.training.data import load_dataset
     from dlrun.training.device import describe, flush_denormals_everywhere, resolve_device, set_threads

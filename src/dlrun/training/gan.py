@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from dlrun.analysis.runfolder import RUN_FOLDER_FORMAT
-from dlrun.config import validate
+from dlrun.checks import validate
 from dlrun.errors import ConfigError, Diverged, DlrunError, ResumeError
 from dlrun.training.checkpoint import check_same_model, load_checkpoint
 from dlrun.training.console import Reporter

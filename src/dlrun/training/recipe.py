@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from dlrun.analysis.runfolder import RUN_FOLDER_FORMAT, shown
-from dlrun.config import validate
+from dlrun.checks import validate
 from dlrun.errors import ConfigError, Diverged, DlrunError
 from dlrun.training import plot_workers
 from dlrun.training.augment import augmented, build_augment
