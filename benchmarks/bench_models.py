@@ -137,7 +137,7 @@ def tutorial_batches(root: str):
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
 
-    from dlrun.training.data import torchvision_idx_root
+    from dlrun.training.torchvision_data import torchvision_idx_root
 
     found = torchvision_idx_root("MNIST", Path(root))
     loader = DataLoader(

@@ -154,7 +154,7 @@ def tutorial_arm(root: Path, epochs: int, seed: int) -> dict:
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
 
-    from dlrun.training.data import torchvision_idx_root
+    from dlrun.training.torchvision_data import torchvision_idx_root
 
     torch.manual_seed(seed)
     found = torchvision_idx_root("MNIST", root)  # the same files dlrun reads (extracted once if .gz)

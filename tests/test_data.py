@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from dlrun.errors import DataError
-from dlrun.training.data import IDX_FILES, load_dataset
+from dlrun.training.data import load_dataset
+from dlrun.training.torchvision_data import IDX_FILES
 from tests.helpers import QUICK, SHARED_DATA, make_cifar10, make_mnist, needs_shared_data, read_idx, read_summary, write_idx
 
 CPU = torch.device("cpu")
