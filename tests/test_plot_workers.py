@@ -84,3 +84,13 @@ def test_a_helper_that_hangs_is_given_up_and_its_picture_drawn_here(helpers, mon
     assert plot_workers.draw([(time.sleep, (3,), {})]) == 0  # the helper still sleeping at 0.5 s is killed
     assert 3 <= time.monotonic() - started < 6  # then the run's process does the work itself
     assert plot_workers.running() == 0
+
+
+def test_with_one_cpu_there_are_no_helpers_and_the_pictures_are_drawn_here(tmp_path, monkeypatch):
+    plot_workers.stop()
+    monkeypatch.setattr(plot_workers.os, "sched_getaffinity", lambda pid: {0}, raising=False)  # as under `taskset -c 0`
+    plot_workers.start()
+    assert plot_workers.running() == 0
+    (tmp_path / "aside").mkdir()
+    assert plot_workers.draw(pictures(tmp_path / "aside")) == 0
+    assert {name: (tmp_path / "aside" / name).read_bytes() for name in NAMES} == drawn_here(tmp_path / "here")

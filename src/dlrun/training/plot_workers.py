@@ -76,17 +76,29 @@ _helpers_end_with_the_process: list[bool] = []  # stop() is registered to run at
 
 
 def start(count: int = HELPERS) -> None:
-    """Start the helpers, unless they run already."""
+    """Start the helpers, unless they run already, or unless this process may use only one CPU
+    (taskset, a Slurm job's allocation): there they would only take turns with the run."""
     if _helpers:
+        return
+    cpus = usable_cpus()
+    if cpus < 2:
         return
     if not _helpers_end_with_the_process:
         atexit.register(stop)
         _helpers_end_with_the_process.append(True)
     try:
-        for _ in range(max(1, min(count, os.cpu_count() or 1))):
+        for _ in range(min(count, cpus)):
             _helpers.append(_Helper())
     except (OSError, ValueError, TypeError):  # no process to spare, no interpreter to start: drawn in the run's process
         stop()
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the OS tells it, else the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def running() -> int:
