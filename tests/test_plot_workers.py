@@ -94,3 +94,20 @@ def test_with_one_cpu_there_are_no_helpers_and_the_pictures_are_drawn_here(tmp_p
     (tmp_path / "aside").mkdir()
     assert plot_workers.draw(pictures(tmp_path / "aside")) == 0
     assert {name: (tmp_path / "aside" / name).read_bytes() for name in NAMES} == drawn_here(tmp_path / "here")
+
+
+def test_a_picture_the_helper_cannot_even_unpickle_is_drawn_here_and_the_helper_goes_on(tmp_path, helpers, monkeypatch):
+    """A drawing function from a module only this process has (here: one made up at run time) cannot
+    be unpickled by a helper; that picture is drawn here, and the helper still draws the next."""
+    import sys
+    import types
+
+    made_up = types.ModuleType("dlrun_made_up_pictures")
+    made_up.draw = lambda path: path.write_text("drawn")
+    made_up.draw.__module__, made_up.draw.__qualname__ = made_up.__name__, "draw"
+    monkeypatch.setitem(sys.modules, made_up.__name__, made_up)
+    (tmp_path / "aside").mkdir()
+    only_here = (made_up.draw, (tmp_path / "aside" / "made_up.txt",), {})
+    assert plot_workers.draw([only_here, *pictures(tmp_path / "aside")]) == 3
+    assert (tmp_path / "aside" / "made_up.txt").read_text() == "drawn"
+    assert plot_workers.running() == 2

@@ -10,8 +10,8 @@ with it.
 
 A helper is a fresh interpreter running `main()` with this process's sys.path: it shares nothing
 with the run's process (no fork of a process that may hold threads, no re-import of the caller's
-__main__), and reads pickled (function, args, kwargs) from its stdin, answering each with True or
-False on its stdout.
+__main__), and reads pickled (function, args, kwargs) from its stdin, each after its length,
+answering each with True or False on its stdout.
 
 A picture a helper could not draw (an error, a helper gone) is drawn again here, in the run's own
 process: the result is the same file, and an error is raised just as without helpers. The helpers
@@ -26,6 +26,7 @@ import os
 import pickle
 import select
 import signal
+import struct
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ Picture = tuple[Callable[..., Any], tuple, dict]  # a drawing function of a modu
 HELPERS = 2  # three pictures: two at once on a 2-core CPU, the third after the first
 NICENESS = 5  # the run's process comes first while both work (config, torch's import); idle, the helpers take no CPU
 ANSWER_WITHIN_S = 600.0  # a helper silent for this long on one picture is taken as hung
+FRAME = struct.Struct("<Q")  # each request is its pickle's length, then the pickle: a bad one never shifts the next
 
 
 class _Helper:
@@ -46,7 +48,7 @@ class _Helper:
 
     def send(self, picture: Picture) -> None:
         data = pickle.dumps(picture)  # before anything is written: arguments that do not travel are refused whole
-        self.process.stdin.write(data)
+        self.process.stdin.write(FRAME.pack(len(data)) + data)
         self.process.stdin.flush()
 
     def answer(self) -> bool:
@@ -149,18 +151,22 @@ def serve(requests: IO[bytes], answers: IO[bytes]) -> None:
         return
 
     while True:
-        try:
-            function, args, kwargs = pickle.load(requests)
-        except EOFError:  # the run's process closed the pipe, or is gone
+        header = requests.read(FRAME.size)
+        data = requests.read(FRAME.unpack(header)[0]) if len(header) == FRAME.size else b""
+        if not data:  # the run's process closed the pipe, or is gone
             return
-        try:
+        try:  # unpickling imports the drawing function's module: an error there is the picture's, like one in it
+            function, args, kwargs = pickle.loads(data)
             function(*args, **kwargs)
         except Exception:  # noqa: BLE001  the run's process draws it again, and sees the error itself
             done = False
         else:
             done = True
-        pickle.dump(done, answers)
-        answers.flush()
+        try:
+            pickle.dump(done, answers)
+            answers.flush()
+        except OSError:  # the run's process is gone
+            return
 
 
 def main() -> None:
