@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from dlrun.cli import main, objective
+from dlrun.cli import main
+from dlrun.task import objective
 from tests.helpers import QUICK, read_summary
 
 
