@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from dlrun.analysis.report import human
 from dlrun.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ class Pruning:
         epoch = int(row["epoch"])
         self.trial.report(value, step=epoch)
         if epoch < loop.epochs and self.trial.should_prune():
-            shown = f"{100 * value:.2f}%" if self.objective.endswith("/acc") else f"{value:.4f}"
+            shown = human(self.objective, value)  # as compare and the search's lines show it
             loop.request_stop(f"pruned by the {self.pruner} pruner ({self.objective} {shown} at epoch {epoch})", status="pruned")
 
 
