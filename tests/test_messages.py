@@ -8,7 +8,7 @@ import math
 import pytest
 
 from dlrun.cli import main
-from dlrun.task import objective
+from dlrun.job import objective
 from tests.helpers import QUICK, read_summary
 
 

@@ -287,7 +287,7 @@ def test_hydra_sweep_syntax_becomes_optuna_distributions():
 
 
 def test_the_task_returns_the_searchs_objective():
-    from dlrun.task import objective
+    from dlrun.job import objective
 
     summary = {"status": "completed", "best": {"epoch": 3, "val/acc": 0.9, "val/loss": 0.3}, "test": {"acc": 0.8, "loss": 0.5}}
     assert objective(summary) == 0.9 and objective(summary, "val/loss") == 0.3

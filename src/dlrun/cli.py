@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from dlrun.task import EXIT_USAGE, task
+from dlrun.job import EXIT_USAGE, task
 
 # name -> "module:function" taking the remaining argv and returning an exit code
 SUBCOMMANDS: dict[str, str] = {
