@@ -44,7 +44,7 @@ def test_task_gan_chooses_adam_with_dcgans_settings(compose_cfg):
         (("augment=digits",), "augment=digits does not apply to task=gan (the generator would learn the augmented images); drop it"),
         (("scheduler=plateau",), "scheduler=plateau does not apply to task=gan (it watches val/loss, which a GAN has not); drop it"),
         (("model=cnn",), "model=cnn does not apply to task=gan: it trains DCGAN's own generator and discriminator"),
-        (("model.hidden_sizes=[64]",), "model=mlp does not apply to task=gan"),
+        (("model.hidden_sizes=[64]",), "model.hidden_sizes=[64] does not apply to task=gan"),
         (("trainer.shuffle=false",), "trainer.shuffle=false does not apply to task=gan (it draws a new seeded order every epoch); drop it"),
     ],
 )

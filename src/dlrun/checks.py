@@ -202,9 +202,12 @@ def check_task(cfg: DictConfig) -> None:
     would silently ignore is refused, naming the key."""
     if OmegaConf.select(cfg, "task.name") != "gan":
         return
-    if OmegaConf.to_container(cfg.model) != dataclasses.asdict(MLPConfig()):
+    model, default = OmegaConf.to_container(cfg.model), dataclasses.asdict(MLPConfig())  # model=mlp's defaults: no choice made
+    if model != default:
+        changed = [f"model.{k}={OmegaConf.select(cfg, f'model.{k}')}" for k in model if model.get(k) != default.get(k)]
+        what = f"model={cfg.model.name}" if model.get("name") != default["name"] or not changed else changed[0]
         raise ConfigError(
-            f"model={cfg.model.name} does not apply to task=gan: it trains DCGAN's own generator and discriminator, "
+            f"{what} does not apply to task=gan: it trains DCGAN's own generator and discriminator, "
             "sized by task.latent_dim and task.width; drop the model overrides"
         )
     trainer, reg, augment = cfg.trainer, cfg.regularization, OmegaConf.select(cfg, "augment.name")
