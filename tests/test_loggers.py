@@ -195,8 +195,11 @@ def test_tensorboard_holds_scalars_per_epoch_hparams_and_plots(run_dlrun):
     assert events.Tags()["images"] == ["plots/confusion_matrix", "plots/curves", "plots/samples"]
 
 
-def test_mlflow_holds_params_metrics_tags_and_artifacts(run_dlrun, tmp_path):
+def test_mlflow_holds_params_metrics_tags_and_artifacts(run_dlrun, tmp_path, monkeypatch):
+    import logging
+
     long_root = "d" * (PARAM_VALUE_LIMIT + 100)  # digits never reads dataset.root: a value past MLflow's limit
+    monkeypatch.setattr(logging.getLogger("mlflow"), "level", logging.INFO)  # as MLflow sets it when imported
     run = run_dlrun("trainer.epochs=2", "trainer.progress=off", "logger=[mlflow]", "logger.mlflow.log_checkpoints=true",
                     f"dataset.root={long_root}")  # fmt: skip
     saved = json.loads((run / "mlflow.json").read_text())
@@ -221,6 +224,7 @@ def test_mlflow_holds_params_metrics_tags_and_artifacts(run_dlrun, tmp_path):
     assert artifacts(client, logged) == ["checkpoints", "plots", "summary.json"]
     assert artifacts(client, logged, "plots") == ["plots/confusion_matrix.png", "plots/curves.png", "plots/samples.png"]
     assert artifacts(client, logged, "checkpoints") == ["checkpoints/best.pt"]
+    assert logging.getLogger("mlflow").level == logging.WARNING  # its INFO lines (a new database's tables) stay out of the run's output
 
 
 def test_resume_continues_the_same_tensorboard_and_mlflow_runs(run_dlrun, interrupt_at_epoch, tmp_path):

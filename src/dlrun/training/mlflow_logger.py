@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -52,6 +53,9 @@ class MLflowLogger:
         import mlflow
         from mlflow.tracking import MlflowClient
 
+        # MLflow says at INFO level that it creates its database's tables, between the run's epoch
+        # lines; its warnings and errors still show.
+        logging.getLogger("mlflow").setLevel(max(logging.WARNING, logging.getLogger("mlflow").level))
         self.tracking_uri = absolute_uri(self.tracking_uri or mlflow.get_tracking_uri())
         if self.sweep is not None:
             # Jobs may run at once, in other processes (joblib, Slurm): one at a time creates the
