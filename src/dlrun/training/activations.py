@@ -18,4 +18,4 @@ def make_activation(name: str, negative_slope: float = 0.01) -> nn.Module:
 # Non-decreasing activations: for these, act(max(a, b)) == max(act(a), act(b)), so a max-pool may run
 # before the activation instead of after it, on a quarter of the values (2x2 pooling), with the same
 # outputs. GELU dips below zero for negative inputs and is not in the set.
-MONOTONIC = frozenset({"relu", "leaky_relu", "sigmoid", "tanh"})  # leaky_relu's negative_slope is >= 0 (config.py)
+MONOTONIC = frozenset({"relu", "leaky_relu", "sigmoid", "tanh"})  # leaky_relu's negative_slope is >= 0 (checks.py)

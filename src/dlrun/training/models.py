@@ -62,8 +62,8 @@ def _conv_block(c_in: int, c_out: int, kernel: int, padding: int, act: Callable[
                 pool_first: bool) -> list[nn.Module]:  # fmt: skip
     """conv, [batch norm], activation and 2x2 max-pool; with `pool_first` (a non-decreasing activation,
     see activations.MONOTONIC) the pool runs before the activation: the same outputs, and the
-    activation and its backward touch a quarter of the values (on a CPU they were ~20% of the
-    simple CNN's step). Only parameter-free modules change places, so state_dict keys stay the same."""
+    activation and its backward touch a quarter of the values. Only parameter-free modules change
+    places, so state_dict keys stay the same."""
     block: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel, padding=padding)]
     if batchnorm:
         block.append(nn.BatchNorm2d(c_out))

@@ -74,7 +74,6 @@ class _Helper:
 
 
 _helpers: list[_Helper] = []
-_helpers_end_with_the_process: list[bool] = []  # stop() is registered to run at exit, once
 
 
 def start(count: int = HELPERS) -> None:
@@ -85,9 +84,6 @@ def start(count: int = HELPERS) -> None:
     cpus = usable_cpus()
     if cpus < 2:
         return
-    if not _helpers_end_with_the_process:
-        atexit.register(stop)
-        _helpers_end_with_the_process.append(True)
     try:
         for _ in range(min(count, cpus)):
             _helpers.append(_Helper())
@@ -114,17 +110,23 @@ def stop() -> None:
         _helpers.pop().stop()
 
 
+atexit.register(stop)  # a helper would end with the process anyway (its stdin closes); this waits for it
+
+
 def draw(pictures: Sequence[Picture]) -> int:
     """Draw `pictures` (the helpers in turn, or here) and return when all are written; return how
     many the helpers drew. An exception of a drawing function is raised here, as if drawn here."""
     sent: list[tuple[_Helper, Picture]] = []
     here: list[Picture] = []
     for i, picture in enumerate(pictures):
+        if not _helpers:
+            here.append(picture)
+            continue
+        helper = _helpers[i % len(_helpers)]
         try:
-            helper = _helpers[i % len(_helpers)]
             helper.send(picture)
             sent.append((helper, picture))
-        except Exception:  # noqa: BLE001  no helper, a helper gone, or arguments that do not pickle
+        except Exception:  # noqa: BLE001  a helper gone, or arguments that do not pickle
             here.append(picture)
     drawn = 0
     for helper, picture in sent:

@@ -35,9 +35,9 @@ class SelfAttention(nn.Module):
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
     """torch's scaled_dot_product_attention; in fp32 for bf16 inputs on a CPU, where torch's bf16
-    kernel is the slow one: forward and backward of batch 64, 4 heads, 50 tokens of 16 took 47.8 ms
-    in bf16 against 5.0 ms in fp32 and 7.1 ms with the casts (torch 2.14.1, a Xeon with AMX). The
-    attention's products are a small part of the model's work; its softmax is more exact in fp32."""
+    kernel measured several times slower than its fp32 one, casts included (README, "Per-model
+    speed"). The attention's products are a small part of the model's work; its softmax is more
+    exact in fp32."""
     if q.dtype != torch.bfloat16 or q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
     with torch.autocast("cpu", enabled=False):  # autocast would cast the fp32 inputs back to bf16
