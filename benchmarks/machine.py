@@ -16,12 +16,10 @@ FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16"
 
 
 def cpu_flags() -> list[str]:
-    """Those of FLAGS this CPU has (from /proc/cpuinfo; none where there is no such file)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    """Those of FLAGS this CPU has (dlrun's reading of /proc/cpuinfo; none where there is no such file)."""
+    from dlrun.training.device import cpu_flags as all_flags
+
+    flags = all_flags()
     return [f for f in FLAGS if f in flags]
 
 

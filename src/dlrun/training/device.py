@@ -116,19 +116,24 @@ def memory_format_of(model: nn.Module) -> str:
     return "contiguous"
 
 
-def native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
-    """What gives this CPU native bfloat16 matrix arithmetic: "AMX" (amx_bf16), "AVX512-BF16", or
-    "Arm BF16"; None where it has none or the flags cannot be read (not Linux): no hint then."""
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The CPU's feature flags as Linux lists them (x86's `flags`, aarch64's `Features`); empty where
+    they cannot be read (not Linux)."""
     try:
         text = cpuinfo.read_text(errors="replace")
     except OSError:
-        return None
-    flags: set[str] = set()
+        return set()
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):  # x86, aarch64
-            flags |= set(value.split())
-            break
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+def native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """What gives this CPU native bfloat16 matrix arithmetic: "AMX" (amx_bf16), "AVX512-BF16", or
+    "Arm BF16"; None where it has none or the flags cannot be read (not Linux): no hint then."""
+    flags = cpu_flags(cpuinfo)
     if "amx_bf16" in flags:
         return "AMX"
     if "avx512_bf16" in flags:
