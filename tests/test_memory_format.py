@@ -119,6 +119,15 @@ def test_the_bf16_hint_shows_only_for_fp32_on_a_cpu_with_native_bf16(compose_cfg
     assert recipe.bf16_hint(compose_cfg("model=cnn"), on_cpu) is None
 
 
+def test_the_bf16_hint_goes_by_the_measured_model_kind(compose_cfg, monkeypatch):
+    on_cpu = {"device": "cpu (2 threads)"}
+    monkeypatch.setattr(recipe, "native_bf16", lambda: "AMX")
+    assert "~1.5x" in recipe.bf16_hint(compose_cfg("model=resnet", "model.depth=32"), on_cpu)  # measured as 'resnet', any depth
+    assert "~1.4x" in recipe.bf16_hint(compose_cfg("model=rnn", "model.cell=lstm"), on_cpu)
+    for unmeasured in (["model=cnn", "model.variant=lenet5"], ["model=rnn", "model.cell=gru"], ["model=mlp"]):
+        assert recipe.bf16_hint(compose_cfg(*unmeasured), on_cpu) is None, unmeasured
+
+
 def test_the_hint_is_printed_once_in_the_final_panel(run_dlrun, monkeypatch):
     monkeypatch.setattr(recipe, "native_bf16", lambda: "AMX")
     run_dir = run_dlrun("model=cnn", "device=cpu", "trainer.epochs=1", "trainer.plots=false", "trainer.limit_train_batches=2")

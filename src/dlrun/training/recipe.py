@@ -90,6 +90,15 @@ def logger_settings(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     return OmegaConf.to_container(cfg.logger, resolve=True) if "logger" in cfg else {}
 
 
+def model_label(cfg: DictConfig) -> str | None:
+    """A built-in model's name with what sets its kind apart ('cnn simple', 'rnn lstm', 'resnet 20',
+    'mlp'), or None for the user's own model (its keys are its own)."""
+    if "_target_" in cfg.model:
+        return None
+    kind = cfg.model.get("variant") or cfg.model.get("cell") or cfg.model.get("depth")  # cnn.variant / rnn.cell / resnet.depth
+    return f"{cfg.model.name} {kind}" if kind else cfg.model.name
+
+
 def describe_experiment(cfg: DictConfig) -> str:
     """A one-line name such as 'mlp + adam (lr 0.01) on mnist, l2 + dropout'."""
     reg = cfg.regularization
@@ -97,11 +106,7 @@ def describe_experiment(cfg: DictConfig) -> str:
     parts = [name for name, on in switches.items() if on]
     augment = augment_kwargs(cfg)["name"]
     parts += [f"augment {augment}"] if augment != "none" else []
-    if "_target_" in cfg.model:  # the user's own model, by its class or function name (its keys are its own)
-        model = str(cfg.model._target_).rsplit(".", 1)[-1]
-    else:
-        family = cfg.model.get("variant") or cfg.model.get("cell") or cfg.model.get("depth")  # cnn.variant / rnn.cell / resnet.depth
-        model = f"{cfg.model.name} {family}" if family else cfg.model.name
+    model = model_label(cfg) or str(cfg.model._target_).rsplit(".", 1)[-1]  # the user's own: its class or function name
     text = f"{model} + {cfg.optimizer.name} (lr {shown(cfg.optimizer.lr)}) on {cfg.dataset.name}"
     return text + (f", {' + '.join(parts)}" if parts else "")
 
@@ -340,10 +345,10 @@ def bf16_hint(cfg: DictConfig, summary: dict[str, Any]) -> str | None:
     measured faster for the model's family (benchmarks/README.md, "Per-model speed")."""
     if cfg.trainer.precision != "fp32" or not str(summary.get("device", "")).startswith("cpu"):
         return None
-    if "_target_" in cfg.model:
+    label = model_label(cfg)
+    if label is None:
         return None
-    family = cfg.model.get("variant") or cfg.model.get("cell")  # cnn.variant / rnn.cell
-    speedup = BF16_FASTER_ON_CPU.get(f"{cfg.model.name} {family}" if family else cfg.model.name)
+    speedup = BF16_FASTER_ON_CPU.get(label) or BF16_FASTER_ON_CPU.get(cfg.model.name)  # 'resnet 20' is measured as 'resnet'
     kind = native_bf16() if speedup else None
     if kind is None:
         return None
