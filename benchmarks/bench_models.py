@@ -182,7 +182,8 @@ def speed(args, machine: dict) -> dict:
     import torch
 
     from dlrun.training.data import load_dataset
-    from dlrun.training.recipe import dataset_kwargs, make_model
+    from dlrun.training.recipe import make_model
+    from dlrun.training.settings import dataset_kwargs
 
     peaks = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
     results = {**machine, "steps": args.steps, "reps": args.reps, "threads": torch.get_num_threads(), "torch": torch.__version__,

@@ -305,7 +305,7 @@ def speedrun(root: Path, reps: int, overrides: list[str], target: float = 0.99) 
     from dlrun.training.device import resolve_device
     from dlrun.training.models import build_model
     from dlrun.training.optim import build_optimizer
-    from dlrun.training.recipe import dataset_kwargs, model_kwargs, optimizer_kwargs
+    from dlrun.training.settings import dataset_kwargs, model_kwargs, optimizer_kwargs
     from dlrun.training.steps import StepSettings, choose_step, evaluate, make_loss, train_one_epoch
 
     cfg = compose(["experiment=mnist_speedrun", f"dataset.root={root}", *overrides])

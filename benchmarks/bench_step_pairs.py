@@ -38,8 +38,9 @@ def pair_up(root: str, model_name: str, precision: str, pairs: int, tmp: Path) -
 
     from dlrun.training.console import Reporter
     from dlrun.training.data import load_dataset
-    from dlrun.training.recipe import build_loop, dataset_kwargs, make_model
+    from dlrun.training.recipe import build_loop, make_model
     from dlrun.training.recorder import NullRecorder
+    from dlrun.training.settings import dataset_kwargs
 
     cfg = bench_models.compose([f"model={model_name}", "dataset=mnist", f"dataset.root={root}", "device=cpu", "seed=0",
                                 "trainer.progress=off", f"trainer.precision={precision}"])  # fmt: skip

@@ -8,7 +8,7 @@ import torch
 from dlrun.config import config_dir
 from dlrun.training.models import MODELS, build_model, count_parameters
 from dlrun.training.optim import OPTIMIZERS, build_optimizer, l1_penalty, l1_weights
-from dlrun.training.recipe import model_kwargs, optimizer_kwargs
+from dlrun.training.settings import model_kwargs, optimizer_kwargs
 
 # Every model family with each of its variants/cells, as the config names them.
 MODEL_CHOICES = [

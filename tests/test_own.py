@@ -81,7 +81,7 @@ def test_a_factory_without_input_shape_gets_only_what_it_names(run_dlrun):
 def test_an_own_models_title_is_its_class_name_whatever_its_keys(compose_cfg):
     from omegaconf import open_dict
 
-    from dlrun.training.recipe import describe_experiment
+    from dlrun.training.settings import describe_experiment
 
     cfg = compose_cfg("model=custom", "model._target_=my_project.nets.TinyResNet", "+model.variant=wide")
     with open_dict(cfg.model):

@@ -113,7 +113,8 @@ def evaluate_run(args: argparse.Namespace) -> Path:
     from dlrun.training.device import describe, flush_denormals_everywhere, resolve_device, set_threads
     from dlrun.training.eval_report import print_panel, write_eval_folder
     from dlrun.training.finished_run import load_model, open_run
-    from dlrun.training.recipe import confusion_matrix, dataset_kwargs, now
+    from dlrun.training.recipe import confusion_matrix, now
+    from dlrun.training.settings import dataset_kwargs
     from dlrun.training.steps import StepSettings, evaluate, make_loss
 
     run = open_run(args.run)

@@ -38,9 +38,10 @@ from dlrun.training.gan_models import build_gan
 from dlrun.training.hooks import build_schedule
 from dlrun.training.optim import build_optimizer
 from dlrun.training.plots import plot_gan_losses, save_image_grid, save_progression
-from dlrun.training.recipe import dataset_kwargs, describe_data, now, one_line, optimizer_kwargs, schedule_kwargs
+from dlrun.training.recipe import describe_data, now, one_line
 from dlrun.training.recorder import RunRecorder, command_line, git_commit, versions
 from dlrun.training.resume import restore_metrics
+from dlrun.training.settings import dataset_kwargs, optimizer_kwargs, schedule_kwargs
 from dlrun.training.signals import Interrupted, StopRequest, hold
 from dlrun.training.steps import flush_denormals, num_batches
 

@@ -1,8 +1,8 @@
 """One run, set up then trained: from a composed config to a finished run folder.
 
-This is the one layer that reads the DictConfig. `execute` turns each node into plain keyword
-arguments for data.py, models.py, optim.py, steps.py and hooks.py, builds the engine's Loop,
-runs it, then tests the kept weights and writes the folder's summary and plots.
+This is the layer that reads the DictConfig (with settings.py, which turns each node into plain
+keyword arguments for data.py, models.py, optim.py, steps.py and hooks.py). `execute` builds the
+engine's Loop, runs it, then tests the kept weights and writes the folder's summary and plots.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from dlrun.analysis.runfolder import RUN_FOLDER_FORMAT, shown
+from dlrun.analysis.runfolder import RUN_FOLDER_FORMAT
 from dlrun.checks import validate
 from dlrun.errors import ConfigError, Diverged, DlrunError
 from dlrun.training import plot_workers
@@ -48,67 +48,18 @@ from dlrun.training.own import build_own_model, check_forward
 from dlrun.training.plots import plot_confusion_matrix, plot_samples, plot_training_curves
 from dlrun.training.pruning import trial_pruning
 from dlrun.training.recorder import NullRecorder, RunRecorder, command_line, git_commit, versions
+from dlrun.training.settings import (
+    augment_kwargs,
+    dataset_kwargs,
+    describe_experiment,
+    logger_settings,
+    model_kwargs,
+    model_label,
+    optimizer_kwargs,
+    schedule_kwargs,
+)
 from dlrun.training.signals import Interrupted, StopRequest, hold
 from dlrun.training.steps import StepSettings, choose_step, evaluate, make_loss, num_batches
-
-# ---------------------------------------------------------------------------------------------
-# Config nodes -> keyword arguments.
-
-
-def model_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    kwargs = OmegaConf.to_container(cfg.model, resolve=True)
-    kwargs.pop("name")
-    return {**kwargs, "dropout": cfg.regularization.dropout, "batchnorm": cfg.regularization.batchnorm}
-
-
-def optimizer_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    kwargs = OmegaConf.to_container(cfg.optimizer, resolve=True)
-    kwargs.pop("name")
-    return {**kwargs, "weight_decay": cfg.regularization.l2}
-
-
-def schedule_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    kwargs = OmegaConf.to_container(cfg.scheduler, resolve=True)
-    kwargs.pop("name")
-    return kwargs
-
-
-def augment_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    """The augment node as keyword arguments: none for a run saved before dlrun had augmentation."""
-    node = cfg.get("augment")
-    return OmegaConf.to_container(node, resolve=True) if node is not None else {"name": "none"}
-
-
-def dataset_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    kwargs = OmegaConf.to_container(cfg.dataset, resolve=True)
-    kwargs.pop("name")
-    return kwargs
-
-
-def logger_settings(cfg: DictConfig) -> dict[str, dict[str, Any]]:
-    """The `logger` node as plain values; {} for a run saved before loggers existed (resumed)."""
-    return OmegaConf.to_container(cfg.logger, resolve=True) if "logger" in cfg else {}
-
-
-def model_label(cfg: DictConfig) -> str | None:
-    """A built-in model's name with what sets its kind apart ('cnn simple', 'rnn lstm', 'resnet 20',
-    'mlp'), or None for the user's own model (its keys are its own)."""
-    if "_target_" in cfg.model:
-        return None
-    kind = cfg.model.get("variant") or cfg.model.get("cell") or cfg.model.get("depth")  # cnn.variant / rnn.cell / resnet.depth
-    return f"{cfg.model.name} {kind}" if kind else cfg.model.name
-
-
-def describe_experiment(cfg: DictConfig) -> str:
-    """A one-line name such as 'mlp + adam (lr 0.01) on mnist, l2 + dropout'."""
-    reg = cfg.regularization
-    switches = {"l1": reg.l1 > 0, "l2": reg.l2 > 0, "dropout": reg.dropout > 0, "batchnorm": reg.batchnorm}
-    parts = [name for name, on in switches.items() if on]
-    augment = augment_kwargs(cfg)["name"]
-    parts += [f"augment {augment}"] if augment != "none" else []
-    model = model_label(cfg) or str(cfg.model._target_).rsplit(".", 1)[-1]  # the user's own: its class or function name
-    text = f"{model} + {cfg.optimizer.name} (lr {shown(cfg.optimizer.lr)}) on {cfg.dataset.name}"
-    return text + (f", {' + '.join(parts)}" if parts else "")
 
 
 def confusion_matrix(targets: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> list[list[int]]:
