@@ -4,6 +4,7 @@ folder, saved values that look like interpolations, and values too large to trai
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -131,3 +132,21 @@ def test_two_sweeps_into_one_folder_never_interleave(tmp_path):
         epochs = [int(line.split(",")[0]) for line in (sweep / job / "metrics.csv").read_text().splitlines()[1:]]
         assert epochs == list(range(1, 31)), job
         assert read_summary(sweep / job)["status"] == "completed"
+
+
+def test_both_recipes_name_how_a_run_ended_the_same_way():
+    from dlrun.errors import ConfigError, Diverged
+    from dlrun.training.recipe import how_it_ended
+    from dlrun.training.signals import Interrupted
+
+    diverged = Diverged("epoch 2: the losses became nan (generator) and 0.7 (discriminator) by step 20")
+    assert how_it_ended(diverged, training=True) == {"status": "diverged", "error": str(diverged)}
+    assert how_it_ended(KeyboardInterrupt(), training=True)["status"] == "interrupted"
+    assert how_it_ended(Interrupted(signal.SIGTERM), training=True)["status"] == "interrupted"
+    refused = how_it_ended(ConfigError("model.depth=21 is not 6n + 2\nmore"), training=False)
+    assert refused == {"status": "refused", "error": "model.depth=21 is not 6n + 2"}
+    assert how_it_ended(ConfigError("found after the first step"), training=True)["status"] == "failed"
+    assert how_it_ended(RuntimeError("CUDA out of memory"), training=False) == {
+        "status": "failed",
+        "error": "RuntimeError: CUDA out of memory",
+    }

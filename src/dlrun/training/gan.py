@@ -28,7 +28,7 @@ from rich.console import Console
 
 from dlrun.analysis.runfolder import RUN_FOLDER_FORMAT
 from dlrun.checks import validate
-from dlrun.errors import ConfigError, Diverged, DlrunError, ResumeError
+from dlrun.errors import ConfigError, Diverged, ResumeError
 from dlrun.training.checkpoint import check_same_model, load_checkpoint
 from dlrun.training.console import Reporter
 from dlrun.training.data import Split, load_dataset
@@ -38,11 +38,11 @@ from dlrun.training.gan_models import build_gan
 from dlrun.training.hooks import build_schedule
 from dlrun.training.optim import build_optimizer
 from dlrun.training.plots import plot_gan_losses, save_image_grid, save_progression
-from dlrun.training.recipe import describe_data, now, one_line
+from dlrun.training.recipe import SECOND_SIGNAL, describe_data, how_it_ended, now
 from dlrun.training.recorder import RunRecorder, command_line, git_commit, versions
 from dlrun.training.resume import restore_metrics
 from dlrun.training.settings import dataset_kwargs, optimizer_kwargs, schedule_kwargs
-from dlrun.training.signals import Interrupted, StopRequest, hold
+from dlrun.training.signals import StopRequest, hold
 from dlrun.training.steps import flush_denormals, num_batches
 
 NETS = ("generator", "discriminator")
@@ -229,15 +229,12 @@ def execute_gan(cfg: DictConfig, run_dir: Path, *, console: Console | None = Non
         summary |= {"status": "completed", "final": history[-1], "best": {"epoch": history[-1]["epoch"]}}
     except BaseException as err:
         hold(stop)  # what follows records how the run ended: a second signal must not cut it short
-        interrupted = isinstance(err, (KeyboardInterrupt, Interrupted))
-        status = "diverged" if isinstance(err, Diverged) else "interrupted" if interrupted else "failed"
-        status = "refused" if isinstance(err, DlrunError) and not training and status == "failed" else status
-        summary |= {"status": status, "error": one_line(err)}
+        summary |= how_it_ended(err, training)
         raise
     finally:
         hold(stop)
         if summary["status"] == "running":  # a second signal landed before the lines above could say so
-            summary |= {"status": "interrupted", "error": "stopped at once by a second signal"}
+            summary |= SECOND_SIGNAL
         set_threads(threads_before)
         torch.set_flush_denormal(False)
         summary["timing"] = {"wall_s": time.perf_counter() - started}

@@ -263,20 +263,14 @@ def execute(
         summary["timing"] = _timing(state, started)
         if cfg.trainer.plots and place.main:
             write_plots(recorder, data, history, test, title)
-    except Diverged as err:
-        hold(stop)
-        summary |= {"status": "diverged", "error": str(err), "timing": _timing(state, started)}
-        raise
     except BaseException as err:
         hold(stop)  # what follows records how the run ended: a second signal must not cut it short
-        interrupted = isinstance(err, (KeyboardInterrupt, Interrupted))
-        status = "interrupted" if interrupted else "refused" if isinstance(err, DlrunError) and not training else "failed"
-        summary |= {"status": status, "error": one_line(err), "timing": _timing(state, started)}
+        summary |= how_it_ended(err, training) | {"timing": _timing(state, started)}
         raise
     finally:
         hold(stop)
         if summary["status"] == "running":  # a second signal landed before the lines above could say so
-            summary |= {"status": "interrupted", "error": "stopped at once by a second signal"}
+            summary |= SECOND_SIGNAL
         set_threads(threads_before)
         torch.set_flush_denormal(False)  # this thread's default again, for callers in the same process
         summary["epochs_completed"] = state.epoch
@@ -304,6 +298,22 @@ def bf16_hint(cfg: DictConfig, summary: dict[str, Any]) -> str | None:
     if kind is None:
         return None
     return f"this CPU has native bf16 ({kind}): trainer.precision=bf16 trained this model ~{speedup:.1f}x faster per step (see README)"
+
+
+def how_it_ended(err: BaseException, training: bool) -> dict[str, str]:
+    """summary.json's status and error for a run that `err` stopped: diverged, interrupted (a signal),
+    refused (a dlrun error found before the first step could run) or failed."""
+    if isinstance(err, Diverged):
+        return {"status": "diverged", "error": str(err).strip().splitlines()[0]}
+    if isinstance(err, (KeyboardInterrupt, Interrupted)):
+        status = "interrupted"
+    else:
+        status = "refused" if isinstance(err, DlrunError) and not training else "failed"
+    return {"status": status, "error": one_line(err)}
+
+
+# a run's status when a second signal cut short the lines that record how it ended (StopRequest.hold)
+SECOND_SIGNAL = {"status": "interrupted", "error": "stopped at once by a second signal"}
 
 
 def one_line(err: BaseException) -> str:
