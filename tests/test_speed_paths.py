@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dlrun.config import config_dir, register_configs
 from dlrun.training.data import Split, load_dataset
 from dlrun.training.models import build_model
 from dlrun.training.optim import build_optimizer
@@ -209,3 +210,64 @@ def test_parallel_jobs_take_one_gpu_each():
     assert job_device(torch.device("cpu"), 3, 4) == torch.device("cpu")
     assert job_device(torch.device("cuda", 2), 3, 4) == torch.device("cuda", 2)  # a GPU named on purpose stays
     assert job_device(cuda, None, 4) == cuda  # not a parallel job
+
+
+GLOBAL_CONFIGS = sorted(  # the only files that can set hydra.*: config.yaml and those in the _global_ package
+    path.relative_to(config_dir()) for path in config_dir().rglob("*.yaml") if "@package _global_" in path.read_text().splitlines()[0]
+)
+
+
+@pytest.mark.parametrize("path", [None, *GLOBAL_CONFIGS], ids=str)
+def test_no_config_of_dlrun_sets_hydra_mode(path):
+    """What lets `dlrun` skip Hydra's mode probe (cli.mode_probe_skipped)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_configs()
+    overrides = [] if path is None else [f"{path.parent}={path.stem}"]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    assert cfg.hydra.mode is None
+
+
+@pytest.fixture
+def compositions(monkeypatch) -> list[str]:
+    """The run modes of every whole-config composition Hydra makes from here on."""
+    from hydra._internal.hydra import Hydra
+
+    seen: list[str] = []
+    compose_config = Hydra.compose_config
+
+    def counted(self, *args, **kwargs):
+        seen.append(kwargs.get("run_mode", args[2] if len(args) > 2 else None).name)
+        return compose_config(self, *args, **kwargs)
+
+    monkeypatch.setattr(Hydra, "compose_config", counted)
+    return seen
+
+
+QUICK_RUN = ("trainer.epochs=1", "trainer.plots=false")
+
+
+def test_a_command_of_overrides_composes_its_config_once(run_dlrun, compositions):
+    folder = run_dlrun(*QUICK_RUN)
+    assert compositions == ["RUN"]
+    assert json.loads((folder / "summary.json").read_text())["status"] == "completed"
+    assert "hydra.mode=RUN" in (folder / ".hydra" / "hydra.yaml").read_text()  # as Hydra records it when it probes
+
+
+def test_a_command_that_may_set_the_mode_is_probed_first(run_dlrun, compositions):
+    run_dlrun(*QUICK_RUN, "hydra.mode=RUN")
+    assert compositions == ["MULTIRUN", "RUN"]  # Hydra's probe, then the run
+
+
+def test_without_hydras_probe_a_run_composes_twice_with_one_warning(run_dlrun, compositions, monkeypatch):
+    from hydra._internal.hydra import Hydra
+
+    probe = Hydra.get_mode
+    monkeypatch.setattr(Hydra, "get_mode", lambda self, config_name, overrides, *more: probe(self, config_name, overrides))
+    with pytest.warns(UserWarning, match="composes its config twice"):
+        folder = run_dlrun(*QUICK_RUN)
+    assert compositions == ["MULTIRUN", "RUN"]
+    assert json.loads((folder / "summary.json").read_text())["status"] == "completed"

@@ -12,9 +12,12 @@ composition errors keep Hydra's message; a traceback is shown only with HYDRA_FU
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib
+import inspect
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import NoReturn
 
@@ -93,7 +96,8 @@ def run_hydra(argv: list[str]) -> int:
     sys.argv = ["dlrun", *argv]
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors outside the task reach this function, which reports them
     try:
-        hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(task)()
+        with mode_probe_skipped(argv):
+            hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(task)()
     except BrokenPipeError:  # `dlrun --help | head`: the reader left; stop quietly, and let the exit flush go nowhere
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
@@ -109,6 +113,47 @@ def run_hydra(argv: list[str]) -> int:
         else:
             os.environ["HYDRA_FULL_ERROR"] = saved_env
     return 0
+
+
+def mode_known(argv: list[str]) -> bool:
+    """Whether the command line alone tells Hydra's run mode: overrides only (no flag such as -m,
+    --config-dir or --cfg), and none of hydra.mode or hydra.searchpath (which could bring a config
+    that sets it). dlrun's own configs never set hydra.mode (tests/test_config.py reads every
+    file), so such a command runs once, as Hydra would decide after composing."""
+    keys = [arg.split("=", 1)[0].lstrip("+~") for arg in argv]
+    return not any(arg.startswith("-") for arg in argv) and not {"hydra.mode", "hydra.searchpath"} & set(keys)
+
+
+@contextlib.contextmanager
+def mode_probe_skipped(argv: list[str]):
+    """Spare Hydra its first composition of the whole config, made only to read hydra.mode
+    (Hydra.get_mode; ~0.15-0.25 s of a default run's ~3.5 s, benchmarks/README.md "Start-up"),
+    where `mode_known(argv)`. The probe answers None, as it does for a config that leaves the mode
+    unset, and Hydra goes on exactly as then: one run, with hydra.mode=RUN. Where this Hydra has
+    no such method, it composes twice, with one warning."""
+    hydra_class = _hydra_with_mode_probe() if mode_known(argv) else None
+    if hydra_class is None:
+        yield
+        return
+    probe = hydra_class.get_mode
+    hydra_class.get_mode = lambda self, config_name, overrides: None
+    try:
+        yield
+    finally:
+        hydra_class.get_mode = probe
+
+
+def _hydra_with_mode_probe() -> type | None:
+    try:
+        from hydra._internal.hydra import Hydra
+
+        params = list(inspect.signature(Hydra.get_mode).parameters)
+    except (ImportError, AttributeError, TypeError, ValueError):
+        params = []
+    if params == ["self", "config_name", "overrides"]:
+        return Hydra
+    warnings.warn("this hydra-core has no Hydra.get_mode(config_name, overrides): each run composes its config twice", stacklevel=2)
+    return None
 
 
 def version_line() -> str:
