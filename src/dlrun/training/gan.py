@@ -32,7 +32,7 @@ from dlrun.errors import ConfigError, Diverged, ResumeError
 from dlrun.training.checkpoint import check_same_model, load_checkpoint
 from dlrun.training.console import Reporter
 from dlrun.training.data import Split, load_dataset
-from dlrun.training.device import describe, flush_denormals_everywhere, resolve_device, seed_everything, set_threads
+from dlrun.training.device import describe, flush_denormals_everywhere, keep_freed_memory, resolve_device, seed_everything, set_threads
 from dlrun.training.engine import rng_state
 from dlrun.training.gan_models import build_gan
 from dlrun.training.hooks import build_schedule
@@ -157,6 +157,7 @@ def execute_gan(cfg: DictConfig, run_dir: Path, *, console: Console | None = Non
     history: list[dict] = []
     done, train_s, examples, training = 0, 0.0, 0, False  # done: epochs finished before this command
     flush_denormals_everywhere()
+    keep_freed_memory()
     threads_before = set_threads(cfg.device.threads)
     try:
         device = resolve_device(cfg.device.name)

@@ -32,6 +32,7 @@ from dlrun.training.device import (
     describe,
     flush_denormals_everywhere,
     job_device,
+    keep_freed_memory,
     memory_format_of,
     native_bf16,
     resolve_device,
@@ -222,6 +223,7 @@ def execute(
     state = LoopState()
     training = False  # set once the first step may have run: an error before it is a refusal
     flush_denormals_everywhere()  # before torch starts its CPU worker threads, so that they flush too
+    keep_freed_memory()
     threads_before = set_threads(threads_for(cfg.device.threads, place))
     try:
         device = device_for(resolve_device(cfg.device.name), place)
