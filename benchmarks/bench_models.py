@@ -25,6 +25,11 @@ rounds of ResNet-20 on a 2-vCPU VM, every kernel alike), so the medians of each 
 favour either arm by chance. Each row also gives dlrun's time over the fastest plain arm's within
 each round, where that drift cancels: its median, and in how many rounds dlrun was faster.
 
+All arms share one process, left as it starts: dlrun's process-wide set-up (recipe.execute's
+keep_freed_memory and flush_denormals_everywhere) is not made here, or it would reach the plain
+arms too. bench_processes.py times dlrun's step in a process set up as dlrun sets it up, against
+the plain loops in an untouched one.
+
 With --accuracy N, each model instead runs `dlrun ... trainer.epochs=N` (seed 0) in fp32 and in
 bf16, and for conv nets fp32 contiguous too, and the test accuracy and loss are recorded
 (results/models-accuracy-<host>.json): bf16's accuracy cost and channels_last's fp32 drift.

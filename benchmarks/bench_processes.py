@@ -13,6 +13,10 @@ for conv nets). Each round every arm trains --steps steps, and the two processes
 round; the ratio plain / dlrun within a round cancels the host's drift, and its median is the
 result. A third worker times dlrun's step in a process left as it starts ("dlrun, bare"): what
 the process set-up itself is worth. Each worker also counts its minor page faults per step.
+Every model and precision gets fresh workers, as each run of `dlrun` or of a script is a process
+of its own: glibc's malloc adapts its thresholds to what a process has freed before, so a plain
+loop that follows other models in one process faults far less than the same loop started anew
+(49 against ~4,100-4,600 page faults per step for the simple CNN, measured).
 Writes results/processes-<host>.json.
 """
 
@@ -43,8 +47,8 @@ def combos(models: str) -> list[tuple[str, list[str], str]]:
     return [(name, overrides, precision) for name, overrides in chosen for precision in ("fp32", "bf16")]
 
 
-def serve(side: str, root: str, models: str, steps: int) -> None:
-    """A worker: build its arms for every combination, then time one round per line read."""
+def serve(side: str, root: str, combo: str, steps: int) -> None:
+    """A worker: build its arms for one combination ("model|precision"), then time one round per line read."""
     if side == "dlrun":  # what recipe.execute does first, before any data is loaded (not "dlrun-bare")
         from dlrun.training.device import flush_denormals_everywhere, keep_freed_memory
 
@@ -60,7 +64,9 @@ def serve(side: str, root: str, models: str, steps: int) -> None:
     arms: dict[str, dict[str, object]] = {}
     data = None
     tmp = Path(tempfile.mkdtemp(prefix="bench-processes-"))
-    for name, overrides, precision in combos(models):
+    for name, overrides, precision in combos(combo.split("|")[0]):
+        if precision != combo.split("|")[1]:
+            continue
         cfg = bench_models.compose([*overrides, *base, f"trainer.precision={precision}"])
         if data is None:
             data = load_dataset("mnist", device=torch.device("cpu"), **dataset_kwargs(cfg))
@@ -88,8 +94,8 @@ def serve(side: str, root: str, models: str, steps: int) -> None:
 
 
 class Worker:
-    def __init__(self, side: str, args: argparse.Namespace):
-        command = [sys.executable, str(Path(__file__).resolve()), "--serve", side, "--root", args.root, "--models", args.models,
+    def __init__(self, side: str, combo: str, args: argparse.Namespace):
+        command = [sys.executable, str(Path(__file__).resolve()), "--serve", side, "--root", args.root, "--models", combo,
                    "--steps", str(args.steps)]  # fmt: skip
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=HERE.parent)
         self.reply()  # "ready"
@@ -110,6 +116,22 @@ class Worker:
         self.proc.wait()
 
 
+def timed_rounds(key: str, args: argparse.Namespace) -> list[dict]:
+    """Each round's {arm: {"ms", "faults"}} for one "model|precision", from fresh workers."""
+    workers = {side: Worker(side, key, args) for side in SIDES}
+    try:
+        for worker in workers.values():  # warm-up: oneDNN's kernels, the allocator
+            worker.round(key)
+        rounds = []
+        for rep in range(args.reps):
+            order = SIDES[rep % len(SIDES) :] + SIDES[: rep % len(SIDES)]  # each side first in turn
+            rounds.append({arm: timing for side in order for arm, timing in workers[side].round(key).items()})
+        return rounds
+    finally:
+        for worker in workers.values():
+            worker.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default=str(HERE.parent.parent / "shared" / "data"), help="folder holding MNIST/raw")
@@ -127,36 +149,26 @@ def main() -> None:
     results = {"host": socket.gethostname(), "cpu": cpu_name(), "flags": sorted(cpu_flags()), "cores": os.cpu_count(),
                "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                "steps": args.steps, "reps": args.reps, "matmul_gflops_before": matmul_gflops(torch.float32), "rows": []}  # fmt: skip
-    workers = {side: Worker(side, args) for side in SIDES}
     print("| model | precision | dlrun ms | dlrun, bare ms | plain ms | plain channels_last ms | plain contiguous / dlrun, per round: "
           "median [min-max] | best plain / dlrun, per round | dlrun, bare / dlrun, per round | "
           "page faults per step, dlrun / bare / plain |")  # fmt: skip
     print("|---|---|---:|---:|---:|---:|---|---|---|---|")
-    try:
-        for name, _, precision in combos(args.models):
-            key = f"{name}|{precision}"
-            for worker in workers.values():  # warm-up: oneDNN's kernels, the allocator
-                worker.round(key)
-            rounds: list[dict] = []
-            for rep in range(args.reps):
-                order = SIDES[rep % len(SIDES) :] + SIDES[: rep % len(SIDES)]  # each side first in turn
-                rounds.append({arm: timing for side in order for arm, timing in workers[side].round(key).items()})
-            ms = {arm: statistics.median(r[arm]["ms"] for r in rounds) for arm in rounds[0]}
-            plain_over = [r["plain"]["ms"] / r["dlrun"]["ms"] for r in rounds]
-            best_over = [min(t["ms"] for arm, t in r.items() if arm.startswith("plain")) / r["dlrun"]["ms"] for r in rounds]
-            bare_over = [r["dlrun, bare"]["ms"] / r["dlrun"]["ms"] for r in rounds]
-            faults = {arm: statistics.median(r[arm]["faults"] for r in rounds) for arm in rounds[0]}
-            results["rows"].append({"model": name, "precision": precision, "ms": ms, "rounds": rounds,
-                                    "plain_over_dlrun": plain_over, "best_plain_over_dlrun": best_over, "bare_over_dlrun": bare_over,
-                                    "faults": faults})  # fmt: skip
-            cl = f"{ms['plain channels_last']:.1f}" if "plain channels_last" in ms else "-"
-            print(f"| {name} | {precision} | {ms['dlrun']:.1f} | {ms['dlrun, bare']:.1f} | {ms['plain']:.1f} | {cl} | "
-                  f"{statistics.median(plain_over):.2f}x [{min(plain_over):.2f}-{max(plain_over):.2f}] | "
-                  f"{statistics.median(best_over):.2f}x | {statistics.median(bare_over):.2f}x | "
-                  f"{faults['dlrun']:.0f} / {faults['dlrun, bare']:.0f} / {faults['plain']:.0f} |", flush=True)  # fmt: skip
-    finally:
-        for worker in workers.values():
-            worker.close()
+    for name, _, precision in combos(args.models):
+        key = f"{name}|{precision}"
+        rounds = timed_rounds(key, args)
+        ms = {arm: statistics.median(r[arm]["ms"] for r in rounds) for arm in rounds[0]}
+        plain_over = [r["plain"]["ms"] / r["dlrun"]["ms"] for r in rounds]
+        best_over = [min(t["ms"] for arm, t in r.items() if arm.startswith("plain")) / r["dlrun"]["ms"] for r in rounds]
+        bare_over = [r["dlrun, bare"]["ms"] / r["dlrun"]["ms"] for r in rounds]
+        faults = {arm: statistics.median(r[arm]["faults"] for r in rounds) for arm in rounds[0]}
+        results["rows"].append({"model": name, "precision": precision, "ms": ms, "rounds": rounds,
+                                "plain_over_dlrun": plain_over, "best_plain_over_dlrun": best_over, "bare_over_dlrun": bare_over,
+                                "faults": faults})  # fmt: skip
+        cl = f"{ms['plain channels_last']:.1f}" if "plain channels_last" in ms else "-"
+        print(f"| {name} | {precision} | {ms['dlrun']:.1f} | {ms['dlrun, bare']:.1f} | {ms['plain']:.1f} | {cl} | "
+              f"{statistics.median(plain_over):.2f}x [{min(plain_over):.2f}-{max(plain_over):.2f}] | "
+              f"{statistics.median(best_over):.2f}x | {statistics.median(bare_over):.2f}x | "
+              f"{faults['dlrun']:.0f} / {faults['dlrun, bare']:.0f} / {faults['plain']:.0f} |", flush=True)  # fmt: skip
     results["matmul_gflops_after"] = matmul_gflops(torch.float32)
     print(f"\n{results['cpu']} ({', '.join(f for f in results['flags'])}), {results['cores']} cores, torch {results['torch']}; "
           f"fp32 matmul {results['matmul_gflops_before']:.0f} / {results['matmul_gflops_after']:.0f} GFLOP/s before / after; "
