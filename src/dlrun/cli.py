@@ -118,8 +118,8 @@ def run_hydra(argv: list[str]) -> int:
 def mode_known(argv: list[str]) -> bool:
     """Whether the command line alone tells Hydra's run mode: overrides only (no flag such as -m,
     --config-dir or --cfg), and none of hydra.mode or hydra.searchpath (which could bring a config
-    that sets it). dlrun's own configs never set hydra.mode (tests/test_config.py reads every
-    file), so such a command runs once, as Hydra would decide after composing."""
+    that sets it). dlrun's own configs never set hydra.mode (test_speed_paths composes each one
+    that could), so such a command runs once, as Hydra would decide after composing."""
     keys = [arg.split("=", 1)[0].lstrip("+~") for arg in argv]
     return not any(arg.startswith("-") for arg in argv) and not {"hydra.mode", "hydra.searchpath"} & set(keys)
 
@@ -127,7 +127,7 @@ def mode_known(argv: list[str]) -> bool:
 @contextlib.contextmanager
 def mode_probe_skipped(argv: list[str]):
     """Spare Hydra its first composition of the whole config, made only to read hydra.mode
-    (Hydra.get_mode; ~0.15-0.25 s of a default run's ~3.5 s, benchmarks/README.md "Start-up"),
+    (Hydra.get_mode; what it costs: benchmarks/README.md, "One composition instead of two"),
     where `mode_known(argv)`. The probe answers None, as it does for a config that leaves the mode
     unset, and Hydra goes on exactly as then: one run, with hydra.mode=RUN. Where this Hydra has
     no such method, it composes twice, with one warning."""

@@ -75,12 +75,12 @@ def keep_freed_memory() -> bool:
     A training step frees and allocates the same activation and gradient buffers every step. By
     default glibc serves each block over its mmap threshold with fresh pages from the kernel and
     hands them back when freed, or trims the heap's free top, so every step touches its large
-    buffers anew: a page fault per 4 KiB page, thousands per step of a small CNN on MNIST (one
-    6.4 MB activation is 1,600 pages). Here blocks up to 32 MiB come from the heap, which gives
+    buffers anew: a page fault per 4 KiB page (a small CNN's first 6.4 MB activation on MNIST is
+    1,600 pages). Here blocks up to 32 MiB come from the heap, which gives
     memory back only past 2 GiB free at its top: the reuse PyTorch's CPU tuning guide gets by
     preloading jemalloc or tcmalloc. The values computed are the same; the process's resident
     memory stays near its peak instead of falling between steps. Measured in benchmarks/README.md
-    ("Page faults").
+    ("Each arm in its own process").
     """
     if _kept:
         return _kept[0]
