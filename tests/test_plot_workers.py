@@ -111,3 +111,23 @@ def test_a_picture_the_helper_cannot_even_unpickle_is_drawn_here_and_the_helper_
     assert plot_workers.draw([only_here, *pictures(tmp_path / "aside")]) == 3
     assert (tmp_path / "aside" / "made_up.txt").read_text() == "drawn"
     assert plot_workers.running() == 2
+
+
+def test_answers_read_late_are_all_seen_at_once(tmp_path, monkeypatch):
+    """One helper answers several pictures before the run's process reads the first answer (a
+    busy machine): every answer is read without waiting for the hang timeout."""
+    import time
+
+    plot_workers.stop()
+    plot_workers.start(count=1)
+    answer = plot_workers._Helper.answer
+    monkeypatch.setattr(plot_workers._Helper, "answer", lambda self: (time.sleep(0.5), answer(self))[1])
+    monkeypatch.setattr(plot_workers, "ANSWER_WITHIN_S", 60.0)
+    try:
+        texts = [(Path.write_text, (tmp_path / f"{i}.txt", str(i)), {}) for i in range(3)]
+        started = time.perf_counter()
+        assert plot_workers.draw(texts) == 3
+        assert time.perf_counter() - started < 30  # not the hang timeout: no answer was left unseen in a buffer
+        assert [(tmp_path / f"{i}.txt").read_text() for i in range(3)] == ["0", "1", "2"]
+    finally:
+        plot_workers.stop()

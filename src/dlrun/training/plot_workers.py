@@ -11,7 +11,7 @@ with it.
 A helper is a fresh interpreter running `main()` with this process's sys.path: it shares nothing
 with the run's process (no fork of a process that may hold threads, no re-import of the caller's
 __main__), and reads pickled (function, args, kwargs) from its stdin, each after its length,
-answering each with True or False on its stdout.
+answering each with one byte on its stdout: DREW or FAILED.
 
 A picture a helper could not draw (an error, a helper gone) is drawn again here, in the run's own
 process: the result is the same file, and an error is raised just as without helpers. The helpers
@@ -38,6 +38,7 @@ HELPERS = 2  # three pictures: two at once on a 2-core CPU, the third after the 
 NICENESS = 5  # the run's process comes first while both work (config, torch's import); idle, the helpers take no CPU
 ANSWER_WITHIN_S = 600.0  # a helper silent for this long on one picture is taken as hung
 FRAME = struct.Struct("<Q")  # each request is its pickle's length, then the pickle: a bad one never shifts the next
+DREW, FAILED = b"\x01", b"\x00"  # an answer is one byte, read straight from the pipe: none waits in a buffer unseen by select
 
 
 class _Helper:
@@ -53,14 +54,15 @@ class _Helper:
 
     def answer(self) -> bool:
         """Whether the helper drew the oldest picture sent to it; False if it failed, died, or hung."""
+        fd = self.process.stdout.fileno()
         try:
-            ready, _, _ = select.select([self.process.stdout], [], [], ANSWER_WITHIN_S)
+            ready, _, _ = select.select([fd], [], [], ANSWER_WITHIN_S)
             if not ready:
                 self.process.kill()  # hung: the picture is drawn here, and this helper serves no more
                 self.process.wait()
                 return False
-            return bool(pickle.load(self.process.stdout))
-        except (EOFError, OSError, pickle.UnpicklingError):  # the helper died (killed, out of memory)
+            return os.read(fd, 1) == DREW  # b"" when the helper died (killed, out of memory)
+        except OSError:
             return False
 
     def stop(self) -> None:
@@ -165,7 +167,7 @@ def serve(requests: IO[bytes], answers: IO[bytes]) -> None:
         else:
             done = True
         try:
-            pickle.dump(done, answers)
+            answers.write(DREW if done else FAILED)
             answers.flush()
         except OSError:  # the run's process is gone
             return
