@@ -165,6 +165,31 @@ def test_a_running_folder_is_not_called_dead_where_that_cannot_be_told(holder, t
     assert load_run(run_dir).status == "running"
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux's /proc tells a zombie")
+def test_a_killed_writer_not_yet_collected_by_its_parent_has_died(tmp_path):
+    """kill -9 leaves a zombie until the parent calls wait() (a shell, a job runner, an init that
+    reaps late): the process is over, so is its run."""
+    import socket
+
+    from dlrun.analysis.runfolder import load_run
+    from dlrun.lock import LOCK_NAME
+
+    child = subprocess.Popen(["sleep", "60"])
+    child.kill()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        run_dir = tmp_path / "run"
+        run_dir.mkdir()
+        (run_dir / "summary.json").write_text(json.dumps({"format": 1, "status": "running", "epochs": 5, "epochs_completed": 0}))
+        lock = {"pid": child.pid, "host": socket.gethostname(), "started": "2026-11-27T06:00:00+00:00"}
+        (run_dir / LOCK_NAME).write_text(json.dumps(lock))
+        assert load_run(run_dir).status == "died"
+    finally:
+        child.wait()
+
+
 def interrupted_run(run_dlrun, interrupt_at_epoch, run_dir: Path, *overrides: str, at: int = 4) -> Path:
     """A run stopped as Ctrl-C stops it, during epoch `at` (the epochs before it recorded)."""
     interrupt_at_epoch(at)

@@ -90,7 +90,8 @@ def lock_holder(folder: Path) -> str | None:
 
 def writer_gone(folder: Path) -> bool:
     """Whether the process that locked `folder` last is known to be gone: nobody holds the lock, the
-    lock file names this host, and no process here has the pid it names.
+    lock file names this host, and the pid it names is no process here, or one that has ended and
+    waits to be collected by its parent (a killed run whose parent has not yet called wait()).
 
     False where it lives, and wherever this cannot be told for sure: no lock file (a folder of an
     older dlrun), a filesystem without locks, a writer on another host (on some cluster
@@ -119,7 +120,19 @@ def writer_gone(folder: Path) -> bool:
         return True
     except OSError:  # it exists, under another user
         return False
-    return False  # a live process with that pid: the writer itself holding no lock here, or a pid used again
+    # it exists: a killed writer whose exit its parent has not collected yet (a zombie), or else a
+    # live process, the writer itself holding no lock here or a pid used again
+    return _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether process `pid` has ended and only waits for its parent to collect its exit status
+    (Linux's /proc; False where there is none to ask)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]  # the state follows the command's name, which may hold ")"
 
 
 def _write_holder(fd: int) -> None:
