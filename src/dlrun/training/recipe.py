@@ -306,8 +306,8 @@ def how_it_ended(err: BaseException, training: bool) -> dict[str, str]:
     """summary.json's status and error for a run that `err` stopped: diverged, interrupted (a signal),
     refused (a dlrun error found before the first step could run) or failed."""
     if isinstance(err, Diverged):
-        return {"status": "diverged", "error": str(err).strip().splitlines()[0]}
-    if isinstance(err, (KeyboardInterrupt, Interrupted)):
+        status = "diverged"
+    elif isinstance(err, (KeyboardInterrupt, Interrupted)):
         status = "interrupted"
     else:
         status = "refused" if isinstance(err, DlrunError) and not training else "failed"
@@ -319,9 +319,10 @@ SECOND_SIGNAL = {"status": "interrupted", "error": "stopped at once by a second 
 
 
 def one_line(err: BaseException) -> str:
-    """An error as one line: its type and the first line of its message."""
+    """An error as one line: its type and the first line of its message (dlrun's own errors and a
+    divergence: the message alone, which says what happened)."""
     text = str(err).strip()
-    if isinstance(err, DlrunError):
+    if isinstance(err, (DlrunError, Diverged)):
         return text.splitlines()[0] if text else type(err).__name__
     return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 
