@@ -64,8 +64,9 @@ def serve(side: str, root: str, combo: str, steps: int) -> None:
     arms: dict[str, dict[str, object]] = {}
     data = None
     tmp = Path(tempfile.mkdtemp(prefix="bench-processes-"))
-    for name, overrides, precision in combos(combo.split("|")[0]):
-        if precision != combo.split("|")[1]:
+    model, chosen = combo.split("|")
+    for name, overrides, precision in combos(model):
+        if precision != chosen:
             continue
         cfg = bench_models.compose([*overrides, *base, f"trainer.precision={precision}"])
         if data is None:

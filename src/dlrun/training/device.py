@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 from pathlib import Path
 
@@ -65,9 +66,9 @@ def flush_denormals_everywhere() -> None:
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (glibc's malloc.h)
 _MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # the most glibc accepts on 64-bit systems
-_kept: list[bool] = []  # set once per process
 
 
+@functools.cache  # once per process
 def keep_freed_memory() -> bool:
     """Let glibc's malloc keep the memory torch frees for the next step instead of returning it to
     the kernel; True if it now does (Linux with glibc), False where the C library is another.
@@ -82,20 +83,16 @@ def keep_freed_memory() -> bool:
     memory stays near its peak instead of falling between steps. Measured in benchmarks/README.md
     ("Each arm in its own process").
     """
-    if _kept:
-        return _kept[0]
     import ctypes
     import platform
 
-    done = False
-    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-        try:
-            mallopt = ctypes.CDLL("libc.so.6").mallopt
-            done = mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX) == 1 and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
-        except (OSError, AttributeError):
-            done = False
-    _kept.append(done)
-    return done
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    return mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX) == 1 and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
 
 
 def seed_everything(seed: int) -> torch.Generator:
